@@ -1,0 +1,3 @@
+from audience.cli import app
+
+app()

@@ -1,0 +1,58 @@
+"""create_app(settings) -> the ASGI app: routers, error handlers, health."""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi import APIRouter, FastAPI
+from fastapi.responses import JSONResponse
+from sqlalchemy import text
+
+from audience import __version__, errors
+from audience.config import Settings
+from audience.db import Database
+
+log = logging.getLogger("audience")
+
+API_PREFIX = "/api/v1"
+
+
+def _api_routers() -> list[APIRouter]:
+    from audience.attributes.api import router as attributes
+    from audience.companies.api import router as companies
+    from audience.events.api import router as events
+    from audience.lists.api import router as lists
+    from audience.tags.api import router as tags
+    from audience.users.api import router as users
+
+    return [users, companies, events, tags, lists, attributes]
+
+
+def create_app(settings: Settings | None = None, *, database: Database | None = None) -> FastAPI:
+    settings = settings or Settings()
+    database = database or Database(settings)
+    app = FastAPI(
+        title="audience",
+        version=__version__,
+        summary="Self-hosted customer data platform",
+        openapi_url=f"{API_PREFIX}/openapi.json",
+        docs_url=f"{API_PREFIX}/docs",
+        redoc_url=None,
+    )
+    app.state.settings = settings
+    app.state.database = database
+    errors.install(app)
+    for router in _api_routers():
+        app.include_router(router, prefix=API_PREFIX)
+
+    @app.get("/healthz", tags=["operations"])
+    def healthz() -> JSONResponse:
+        try:
+            with database.engine.connect() as connection:
+                connection.execute(text("SELECT 1"))
+        except Exception as exc:  # any driver error means "not healthy", never a crash
+            log.warning("health check failed: %s", type(exc).__name__)
+            return JSONResponse({"status": "unavailable", "database": "unreachable"}, 503)
+        return JSONResponse({"status": "ok", "database": "ok", "version": __version__})
+
+    return app

@@ -1,0 +1,18 @@
+"""Imports every domain's models so that `Base.metadata` is complete (migrations, tests)."""
+
+from audience.agents.models import Agent
+from audience.attributes.models import AttributeDefinition
+from audience.companies.models import Company, Membership
+from audience.db import Base
+from audience.environments.models import ApiKey, Environment
+from audience.events.models import Event
+from audience.ingest.models import FailedMessage, InboxMessage
+from audience.lists.models import ListMember, UserList
+from audience.tags.models import CompanyTag, Tag, UserTag
+from audience.users.models import AttributeChange, Identity, Merge, User
+
+__all__ = [
+    "Agent", "ApiKey", "AttributeChange", "AttributeDefinition", "Base", "Company", "CompanyTag",
+    "Environment", "Event", "FailedMessage", "Identity", "InboxMessage", "ListMember", "Membership",
+    "Merge", "Tag", "User", "UserList", "UserTag",
+]
