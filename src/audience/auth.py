@@ -31,9 +31,11 @@ def _bearer_key(request: Request) -> str:
 
 
 def api_environment(request: Request, session: DbSession) -> Environment:
-    environment = environment_for_api_key(session, _bearer_key(request))
-    if environment is None:
+    found = environment_for_api_key(session, _bearer_key(request))
+    if found is None:
         raise Unauthorized("Unknown or revoked API key")
+    environment, key_id = found
+    request.state.actor = f"api_key:{key_id}"
     return environment
 
 

@@ -23,9 +23,6 @@ class Settings(BaseSettings):
     sqlite_synchronous: str = Field(
         "FULL", description="SQLite `synchronous` pragma: FULL (durable) or NORMAL (opt-out)."
     )
-    default_phone_region: str | None = Field(
-        None, description="ISO country used to read phone numbers written without +country code."
-    )
     log_level: str = Field("info", description="Log level: debug, info, warning, error.")
     bootstrap_app_token: str | None = Field(
         None, description="Fix production's app token at first start."

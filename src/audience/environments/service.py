@@ -87,13 +87,15 @@ def revoke_api_key(session: Session, *, environment_id: int, key_id: int) -> Api
     return api_key
 
 
-def environment_for_api_key(session: Session, key: str) -> Environment | None:
+def environment_for_api_key(session: Session, key: str) -> tuple[Environment, int] | None:
+    """The environment a live API key opens, and the key's id (the actor in histories)."""
     query = (
-        select(Environment)
+        select(Environment, ApiKey.id)
         .join(ApiKey, ApiKey.environment_id == Environment.id)
         .where(ApiKey.key_hash == hash_key(key), ApiKey.revoked_at.is_(None))
     )
-    return session.scalar(query)
+    row = session.execute(query).first()
+    return None if row is None else (row[0], row[1])
 
 
 def environment_for_app_token(session: Session, token: str) -> Environment | None:

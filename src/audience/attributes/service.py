@@ -1,0 +1,187 @@
+"""Attribute definitions and writing custom attributes through them (R-ATTR-1, R-ATTR-2)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from audience.attributes import values
+from audience.attributes.models import MODELS, TYPES, AttributeDefinition
+from audience.db import utcnow
+from audience.errors import Conflict, Invalid, NotFound
+
+Changes = dict[str, tuple[Any, Any]]
+
+
+def _check_model(model: str) -> None:
+    if model not in MODELS:
+        raise Invalid(f"model must be one of {', '.join(MODELS)}", field="model")
+
+
+def _check_options(type_: str, options: list[Any] | None) -> list[Any] | None:
+    if options is None:
+        return None
+    if type_ not in ("string", "number", "list"):
+        raise Invalid("options are only for string, number and list attributes", field="options")
+    element = "string" if type_ == "list" else type_
+    return [values.coerce(option, element, field="options") for option in options]
+
+
+def create_definition(
+    session: Session,
+    *,
+    environment_id: int,
+    model: str,
+    name: str,
+    type: str,
+    label: str | None = None,
+    options: list[Any] | None = None,
+    origin: str = "manual",
+) -> AttributeDefinition:
+    _check_model(model)
+    values.check_name(name, field="name")
+    if type not in TYPES:
+        raise Invalid(f"type must be one of {', '.join(TYPES)}", field="type")
+    if find_definitions(session, environment_id=environment_id, model=model, names=[name]):
+        raise Conflict(f"{model} attribute {name!r} is already defined", field="name")
+    definition = AttributeDefinition(
+        environment_id=environment_id,
+        model=model,
+        name=name,
+        label=label or name.replace("_", " ").capitalize(),
+        type=type,
+        options=_check_options(type, options),
+        origin=origin,
+        archived=False,
+    )
+    session.add(definition)
+    session.flush()
+    return definition
+
+
+def find_definitions(
+    session: Session, *, environment_id: int, model: str, names: list[str]
+) -> dict[str, AttributeDefinition]:
+    if not names:
+        return {}
+    query = select(AttributeDefinition).where(
+        AttributeDefinition.environment_id == environment_id,
+        AttributeDefinition.model == model,
+        AttributeDefinition.name.in_(names),
+    )
+    return {definition.name: definition for definition in session.scalars(query)}
+
+
+def list_definitions(
+    session: Session, *, environment_id: int, model: str | None = None, archived: bool | None = None
+) -> list[AttributeDefinition]:
+    query = select(AttributeDefinition).where(AttributeDefinition.environment_id == environment_id)
+    if model is not None:
+        _check_model(model)
+        query = query.where(AttributeDefinition.model == model)
+    if archived is not None:
+        query = query.where(AttributeDefinition.archived == archived)
+    order = (AttributeDefinition.model, AttributeDefinition.name)
+    return list(session.scalars(query.order_by(*order)))
+
+
+def get_definition(session: Session, *, environment_id: int, id: int) -> AttributeDefinition:
+    definition = session.scalar(
+        select(AttributeDefinition).where(
+            AttributeDefinition.environment_id == environment_id, AttributeDefinition.id == id
+        )
+    )
+    if definition is None:
+        raise NotFound("attribute definition", id)
+    return definition
+
+
+def update_definition(
+    session: Session,
+    *,
+    environment_id: int,
+    id: int,
+    changes: Mapping[str, Any],
+) -> AttributeDefinition:
+    """Label, options and archived can change; a type is fixed once values may exist."""
+    definition = get_definition(session, environment_id=environment_id, id=id)
+    if "label" in changes and changes["label"] is not None:
+        definition.label = changes["label"]
+    if "options" in changes:
+        definition.options = _check_options(definition.type, changes["options"])
+    if "archived" in changes and changes["archived"] is not None:
+        definition.archived = changes["archived"]
+    definition.updated_at = utcnow()
+    return definition
+
+
+def delete_definition(session: Session, *, environment_id: int, id: int) -> None:
+    session.delete(get_definition(session, environment_id=environment_id, id=id))
+    session.flush()
+
+
+def write_custom_attributes(
+    session: Session,
+    *,
+    environment_id: int,
+    model: str,
+    current: Mapping[str, Any],
+    changes: Mapping[str, Any],
+    field_prefix: str = "custom_attributes",
+) -> tuple[dict[str, Any], Changes]:
+    """Apply `changes` (values or `{"$op": operand}`) to `current`.
+
+    Undeclared attributes get an inferred definition from their first value; values are coerced
+    to the defined type or rejected (Invalid naming the attribute), so nothing is half-applied.
+    Returns the new attributes and {name: (old, new)} for what actually changed.
+    """
+    result = dict(current)
+    changed: Changes = {}
+    definitions = find_definitions(
+        session, environment_id=environment_id, model=model, names=list(changes)
+    )
+    for name, raw in changes.items():
+        field = f"{field_prefix}.{name}"
+        values.check_name(name, field=field)
+        operation, operand = values.split_operation(raw, field=field)
+        definition = definitions.get(name)
+        if definition is not None and definition.archived:
+            raise Invalid(f"attribute {name!r} is archived", field=field, code="archived")
+        old = result.get(name)
+        new = values.apply_operation(old, operation, operand, field=field)
+        if new is not None:
+            if definition is None:
+                definition = create_definition(
+                    session, environment_id=environment_id, model=model, name=name,
+                    type=values.infer_type(new), origin="inferred",
+                )
+                definitions[name] = definition
+            new = values.coerce(new, definition.type, field=field)
+            _check_choice(definition, new, field)
+        if new == old and (new is None) == (name not in result):
+            continue
+        if new is None:
+            result.pop(name, None)
+        else:
+            result[name] = new
+        changed[name] = (old, new)
+    if len(result) > values.MAX_ATTRIBUTES and len(result) > len(current):
+        raise Invalid(
+            f"over the limit of {values.MAX_ATTRIBUTES} custom attributes per {model}",
+            field=field_prefix,
+            code="limit_exceeded",
+        )
+    return result, changed
+
+
+def _check_choice(definition: AttributeDefinition, value: Any, field: str) -> None:
+    if not definition.options:
+        return
+    chosen = value if isinstance(value, list) else [value]
+    outside = [item for item in chosen if item not in definition.options]
+    if outside:
+        allowed = ", ".join(map(str, definition.options))
+        raise Invalid(f"{outside[0]!r} is not one of the options: {allowed}", field=field)

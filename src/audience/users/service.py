@@ -1,0 +1,301 @@
+"""Users: create, update, look up, list, delete, and the attribute history of each change."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Select, delete, func, or_, select
+from sqlalchemy.orm import Session
+
+from audience.attributes.service import write_custom_attributes
+from audience.db import utcnow
+from audience.environments.models import Environment
+from audience.errors import AudienceError, Conflict, Invalid, NotFound
+from audience.pagination import Order, Page, PageParams, paginate
+from audience.schemas import unix
+from audience.users import identity
+from audience.users.models import AttributeChange, Identity, User
+
+# Standard attributes a listing can sort by (scalar columns; custom attributes come with search).
+SORTABLE = (
+    "id", "created_at", "updated_at", "signed_up_at", "first_seen_at", "last_seen_at",
+    "last_request_at", "last_heard_from_at", "session_count", "page_views", "name", "first_name",
+    "last_name", "email", "user_id", "phone", "gender", "status", "city", "region", "country",
+    "postal_code", "timezone", "language", "browser", "os", "device", "owner_id", "referrer",
+    "utm_source", "utm_medium", "utm_campaign", "utm_term", "utm_content",
+    "unsubscribed_from_emails",
+)
+LOOKUP_KEYS = ("user_id", "email", "phone", "user_key", "anonymous_id")
+_DEFAULTS: dict[str, Any] = {"gender": "unknown", "status": "visitor",
+                             "unsubscribed_from_emails": False}
+
+
+@dataclass(frozen=True)
+class ChangeSource:
+    """Where a change came from, for the attribute history: api, ingest, agent or import."""
+
+    kind: str
+    ref: str | None = None
+
+
+def live_users(environment_id: int) -> Select[tuple[User]]:
+    """Every query of users starts here: one environment, merged-away users hidden."""
+    return select(User).where(User.environment_id == environment_id, User.merged_into_id.is_(None))
+
+
+def get_user(session: Session, *, environment_id: int, id: int) -> User:
+    user = session.scalar(live_users(environment_id).where(User.id == id))
+    if user is None:
+        raise NotFound("user", id)
+    return user
+
+
+def _history_value(value: Any) -> Any:
+    return unix(value) if isinstance(value, datetime) else value
+
+
+def _record(
+    session: Session, user: User, changes: dict[str, tuple[Any, Any]], source: ChangeSource
+) -> None:
+    now = utcnow()
+    session.add_all(
+        AttributeChange(
+            environment_id=user.environment_id,
+            user_id=user.id,
+            attribute=name,
+            old_value=_history_value(old),
+            new_value=_history_value(new),
+            source=source.kind,
+            source_ref=source.ref,
+            changed_at=now,
+        )
+        for name, (old, new) in changes.items()
+    )
+
+
+def _check_user_id(session: Session, environment_id: int, value: str, user: User | None) -> None:
+    if value != value.strip():
+        raise Invalid("user_id must not have leading or trailing spaces", field="user_id")
+    if identity.is_blocked(value):
+        raise Invalid(f"{value!r} is a placeholder, not a user id", field="user_id")
+    taken = session.scalar(
+        select(User.id).where(User.environment_id == environment_id, User.user_id == value)
+    )
+    if taken is not None and (user is None or taken != user.id):
+        raise Conflict(f"user {taken} already has user_id {value!r}", field="user_id")
+
+
+def _standard_values(
+    session: Session, environment: Environment, user: User | None, data: dict[str, Any]
+) -> dict[str, Any]:
+    """Validate and normalise the standard fields of a write; returns column -> value."""
+    values = dict(data)
+    values.pop("custom_attributes", None)
+    avatar = values.pop("avatar", None)
+    if "avatar" in data:
+        values["avatar_url"] = avatar["image_url"] if avatar else None
+    if values.get("user_id") is not None:
+        _check_user_id(session, environment.id, values["user_id"], user)
+    email = values.get("email")
+    if email is not None and (email != email.strip() or not identity.is_email(email)):
+        raise Invalid(f"{email!r} is not an email address", field="email")
+    if "phone" in values:
+        raw = values["phone"]
+        region = environment.settings.get("phone_region")
+        values["phone_original"] = raw
+        values["phone"] = raw and (identity.normalize_phone(raw, region) or raw)
+    for column, default in _DEFAULTS.items():
+        if column in values and values[column] is None:
+            values[column] = default
+    return values
+
+
+def _derived_name(first: str | None, last: str | None) -> str | None:
+    return " ".join(part for part in (first, last) if part) or None
+
+
+def _apply(
+    session: Session,
+    environment: Environment,
+    user: User,
+    data: dict[str, Any],
+    source: ChangeSource,
+    *,
+    created: bool,
+) -> None:
+    values = _standard_values(session, environment, None if created else user, data)
+    was_identified = bool(user.user_id or user.email or user.phone)
+    old_derived = _derived_name(user.first_name, user.last_name)
+    changes: dict[str, tuple[Any, Any]] = {}
+    for column, value in values.items():
+        old = getattr(user, column)
+        if old != value:
+            setattr(user, column, value)
+            changes[column] = (old, value)
+    if "name" not in values and user.name in (None, old_derived):
+        name = _derived_name(user.first_name, user.last_name)
+        if name != user.name:
+            changes["name"] = (user.name, name)
+            user.name = name
+    now_identified = bool(user.user_id or user.email or user.phone)
+    if now_identified and not was_identified and "status" not in values and user.status == "visitor":
+        changes["status"] = ("visitor", "user")
+        user.status = "user"
+    if data.get("custom_attributes"):
+        user.custom_attributes, custom = write_custom_attributes(
+            session,
+            environment_id=environment.id,
+            model="user",
+            current=user.custom_attributes or {},
+            changes=data["custom_attributes"],
+        )
+        changes.update({f"custom_attributes.{name}": change for name, change in custom.items()})
+    if changes or created:
+        user.updated_at = utcnow()
+        session.flush()
+        _record(session, user, changes, source)
+
+
+def create_user(
+    session: Session, *, environment: Environment, data: dict[str, Any], source: ChangeSource
+) -> User:
+    now = utcnow()
+    user = User(
+        environment_id=environment.id,
+        user_key=identity.new_user_key(),
+        custom_attributes={},
+        session_count=0,
+        page_views=0,
+        created_at=now,
+        updated_at=now,
+        **_DEFAULTS,
+    )
+    session.add(user)
+    _apply(session, environment, user, data, source, created=True)
+    return user
+
+
+def update_user(
+    session: Session,
+    *,
+    environment: Environment,
+    user: User,
+    data: dict[str, Any],
+    source: ChangeSource,
+) -> User:
+    _apply(session, environment, user, data, source, created=False)
+    return user
+
+
+def delete_user(session: Session, *, environment_id: int, id: int) -> None:
+    user = get_user(session, environment_id=environment_id, id=id)
+    # Rows of merged-away users point here too; the FKs cascade to events, tags, lists, history.
+    session.execute(
+        delete(User).where(User.environment_id == environment_id, User.merged_into_id == user.id)
+    )
+    session.delete(user)
+    session.flush()
+
+
+def lookup_user(session: Session, *, environment: Environment, key: str, value: str) -> User:
+    """The one user a key points to: 404 when none, 409 when several share an email or phone."""
+    query = live_users(environment.id)
+    if key == "user_id":
+        query = query.where(User.user_id == value)
+    elif key == "user_key":
+        query = query.where(User.user_key == value)
+    elif key == "email":
+        query = query.where(func.lower(User.email) == func.lower(value))
+    elif key == "phone":
+        region = environment.settings.get("phone_region")
+        query = query.where(User.phone == (identity.normalize_phone(value, region) or value))
+    elif key == "anonymous_id":
+        query = query.join(Identity, Identity.user_id == User.id).where(
+            Identity.environment_id == environment.id,
+            Identity.kind == "anonymous_id",
+            Identity.value == value,
+        )
+    else:
+        raise AudienceError("parameter_invalid", f"unknown lookup key {key!r}", field=key)
+    users = list(session.scalars(query.limit(2)))
+    if not users:
+        raise NotFound("user with " + key, repr(value))
+    if len(users) > 1:
+        raise Conflict(f"several users have {key} {value!r}; look up by user_id or id", field=key)
+    return users[0]
+
+
+def _escape_like(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
+def list_users(
+    session: Session,
+    *,
+    environment_id: int,
+    q: str | None,
+    sort: str,
+    descending: bool,
+    params: PageParams,
+) -> Page:
+    if sort not in SORTABLE:
+        raise AudienceError(
+            "parameter_invalid", f"can't sort by {sort!r}; use one of {', '.join(SORTABLE)}",
+            field="sort",
+        )
+    query = live_users(environment_id)
+    if q and q.strip():
+        term = q.strip()
+        pattern = f"%{_escape_like(term.lower())}%"
+        query = query.where(
+            or_(
+                func.lower(User.name).like(pattern, escape="\\"),
+                func.lower(User.email).like(pattern, escape="\\"),
+                User.phone.like(f"%{_escape_like(term)}%", escape="\\"),
+                User.user_id.like(f"%{_escape_like(term)}%", escape="\\"),
+                User.user_key == term,
+            )
+        )
+    order = Order(sort, getattr(User, sort), User.id, descending)
+    return paginate(session, query, order=order, params=params)
+
+
+def history(session: Session, *, environment_id: int, user_id: int, params: PageParams) -> Page:
+    get_user(session, environment_id=environment_id, id=user_id)
+    query = select(AttributeChange).where(
+        AttributeChange.environment_id == environment_id, AttributeChange.user_id == user_id
+    )
+    order = Order("id", AttributeChange.id, AttributeChange.id, descending=True)
+    return paginate(session, query, order=order, params=params)
+
+
+def relations(
+    session: Session, *, user_ids: list[int]
+) -> tuple[dict[int, list[Any]], dict[int, list[Any]]]:
+    """Companies and tags of many users in two queries: {user id: [company], ...}, {...: [tag]}."""
+    from audience.companies.models import Company, Membership
+    from audience.tags.models import Tag, UserTag
+
+    companies: dict[int, list[Any]] = {id: [] for id in user_ids}
+    tags: dict[int, list[Any]] = {id: [] for id in user_ids}
+    if not user_ids:
+        return companies, tags
+    member_rows = session.execute(
+        select(Membership.user_id, Company)
+        .join(Company, Company.id == Membership.company_id)
+        .where(Membership.user_id.in_(user_ids))
+        .order_by(Membership.member_since, Company.id)
+    )
+    for user_id, company in member_rows:
+        companies[user_id].append(company)
+    tag_rows = session.execute(
+        select(UserTag.user_id, Tag)
+        .join(Tag, Tag.id == UserTag.tag_id)
+        .where(UserTag.user_id.in_(user_ids))
+        .order_by(Tag.name)
+    )
+    for user_id, tag in tag_rows:
+        tags[user_id].append(tag)
+    return companies, tags
