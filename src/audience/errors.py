@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -14,7 +15,7 @@ log = logging.getLogger("audience")
 
 
 class AudienceError(Exception):
-    """A failure the caller can act on: a stable `code`, a message, the HTTP status and the field."""
+    """A failure the caller can act on: stable `code`, message, HTTP status and field."""
 
     def __init__(
         self, code: str, message: str, *, status: int = 400, field: str | None = None
@@ -48,7 +49,11 @@ def error_body(errors: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def error_response(
-    status: int, code: str, message: str, field: str | None = None, headers: dict[str, str] | None = None
+    status: int,
+    code: str,
+    message: str,
+    field: str | None = None,
+    headers: Mapping[str, str] | None = None,
 ) -> JSONResponse:
     error: dict[str, Any] = {"code": code, "message": message}
     if field is not None:
@@ -58,12 +63,23 @@ def error_response(
 
 def _location(loc: tuple[Any, ...]) -> str:
     # ("body", "custom_attributes", "plan") -> "custom_attributes.plan"; query/path keep the name.
-    parts = [str(p) for p in loc[1:]] if loc and loc[0] in ("body", "query", "path") else list(map(str, loc))
+    parts = (
+        [str(p) for p in loc[1:]]
+        if loc and loc[0] in ("body", "query", "path")
+        else list(map(str, loc))
+    )
     return ".".join(parts) or str(loc[0] if loc else "body")
 
 
-_STATUS_CODES = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found",
-                 405: "method_not_allowed", 413: "payload_too_large", 415: "unsupported_media_type"}
+_STATUS_CODES = {
+    400: "bad_request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    413: "payload_too_large",
+    415: "unsupported_media_type",
+}
 
 
 def install(app: FastAPI) -> None:
@@ -83,8 +99,13 @@ def install(app: FastAPI) -> None:
             message = f"{where}: {err.get('msg', 'invalid')}"
             if kind == "extra_forbidden":
                 message = f"{where}: unknown field (not writable)"
-            errors.append({"code": "parameter_invalid" if loc[:1] != ("body",) else "invalid_field",
-                           "message": message, "field": where})
+            errors.append(
+                {
+                    "code": "parameter_invalid" if loc[:1] != ("body",) else "invalid_field",
+                    "message": message,
+                    "field": where,
+                }
+            )
         # R-API-7: 422 only for body validation; a bad query or path parameter is a 400.
         in_body = any(tuple(e.get("loc", ()))[:1] == ("body",) for e in exc.errors())
         return JSONResponse(error_body(errors), status_code=422 if in_body else 400)

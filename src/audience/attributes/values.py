@@ -81,13 +81,15 @@ def _unix(value: int | float) -> datetime | None:
 def _check_string(value: str, field: str) -> str:
     if len(value) > MAX_STRING:
         raise Invalid(
-            f"value is over the limit of {MAX_STRING} characters", field=field, code="limit_exceeded"
+            f"value is over the limit of {MAX_STRING} characters",
+            field=field,
+            code="limit_exceeded",
         )
     return value
 
 
 def coerce(value: Any, type_: str, *, field: str) -> Any:
-    """Convert `value` to `type_` when that loses nothing; otherwise raise Invalid naming `field`."""
+    """`value` as `type_` when that loses nothing; otherwise Invalid naming `field`."""
     wrong = Invalid(f"{_describe(value)} is not a valid {type_}", field=field, code="wrong_type")
     if isinstance(value, float) and not math.isfinite(value):
         raise wrong
@@ -146,8 +148,9 @@ def coerce(value: Any, type_: str, *, field: str) -> Any:
     if type_ == "list":
         items = value if isinstance(value, list) else [value]
         if not all(_is_scalar(item) for item in items):
-            raise Invalid("list items must be strings, numbers or booleans", field=field,
-                          code="wrong_type")
+            raise Invalid(
+                "list items must be strings, numbers or booleans", field=field, code="wrong_type"
+            )
         for item in items:
             if isinstance(item, str):
                 _check_string(item, field)
@@ -184,7 +187,8 @@ def split_operation(raw: Any, *, field: str) -> tuple[str, Any]:
     if isinstance(raw, dict):
         if len(raw) != 1 or next(iter(raw)) not in OPERATIONS:
             raise Invalid(
-                f"an object value must be one operation: {', '.join(OPERATIONS)}", field=field,
+                f"an object value must be one operation: {', '.join(OPERATIONS)}",
+                field=field,
                 code="wrong_type",
             )
         operation, operand = next(iter(raw.items()))

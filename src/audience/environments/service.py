@@ -14,7 +14,7 @@ from audience.db import utcnow
 from audience.environments.models import ApiKey, Environment
 from audience.errors import Conflict, Invalid, NotFound
 
-APP_TOKEN_PREFIX = "pk_"
+APP_TOKEN_PREFIX = "pk_"  # noqa: S105 - a prefix, not a secret
 API_KEY_PREFIX = "sk_"
 DEFAULT_ENVIRONMENTS = (("Production", "production"), ("Staging", "staging"))
 _SLUG = re.compile(r"^[a-z0-9][a-z0-9-]{0,99}$")

@@ -20,16 +20,48 @@ from audience.users.models import AttributeChange, Identity, User
 
 # Standard attributes a listing can sort by (scalar columns; custom attributes come with search).
 SORTABLE = (
-    "id", "created_at", "updated_at", "signed_up_at", "first_seen_at", "last_seen_at",
-    "last_request_at", "last_heard_from_at", "session_count", "page_views", "name", "first_name",
-    "last_name", "email", "user_id", "phone", "gender", "status", "city", "region", "country",
-    "postal_code", "timezone", "language", "browser", "os", "device", "owner_id", "referrer",
-    "utm_source", "utm_medium", "utm_campaign", "utm_term", "utm_content",
+    "id",
+    "created_at",
+    "updated_at",
+    "signed_up_at",
+    "first_seen_at",
+    "last_seen_at",
+    "last_request_at",
+    "last_heard_from_at",
+    "session_count",
+    "page_views",
+    "name",
+    "first_name",
+    "last_name",
+    "email",
+    "user_id",
+    "phone",
+    "gender",
+    "status",
+    "city",
+    "region",
+    "country",
+    "postal_code",
+    "timezone",
+    "language",
+    "browser",
+    "os",
+    "device",
+    "owner_id",
+    "referrer",
+    "utm_source",
+    "utm_medium",
+    "utm_campaign",
+    "utm_term",
+    "utm_content",
     "unsubscribed_from_emails",
 )
 LOOKUP_KEYS = ("user_id", "email", "phone", "user_key", "anonymous_id")
-_DEFAULTS: dict[str, Any] = {"gender": "unknown", "status": "visitor",
-                             "unsubscribed_from_emails": False}
+_DEFAULTS: dict[str, Any] = {
+    "gender": "unknown",
+    "status": "visitor",
+    "unsubscribed_from_emails": False,
+}
 
 
 @dataclass(frozen=True)
@@ -40,7 +72,7 @@ class ChangeSource:
     ref: str | None = None
 
 
-def live_users(environment_id: int) -> Select[tuple[User]]:
+def live_users(environment_id: int) -> Select[User]:
     """Every query of users starts here: one environment, merged-away users hidden."""
     return select(User).where(User.environment_id == environment_id, User.merged_into_id.is_(None))
 
@@ -95,7 +127,7 @@ def _standard_values(
     values.pop("custom_attributes", None)
     avatar = values.pop("avatar", None)
     if "avatar" in data:
-        values["avatar_url"] = avatar["image_url"] if avatar else None
+        values["avatar_url"] = avatar.get("image_url") if avatar else None
     if values.get("user_id") is not None:
         _check_user_id(session, environment.id, values["user_id"], user)
     email = values.get("email")
@@ -140,7 +172,12 @@ def _apply(
             changes["name"] = (user.name, name)
             user.name = name
     now_identified = bool(user.user_id or user.email or user.phone)
-    if now_identified and not was_identified and "status" not in values and user.status == "visitor":
+    if (
+        now_identified
+        and not was_identified
+        and "status" not in values
+        and user.status == "visitor"
+    ):
         changes["status"] = ("visitor", "user")
         user.status = "user"
     if data.get("custom_attributes"):
@@ -242,7 +279,8 @@ def list_users(
 ) -> Page:
     if sort not in SORTABLE:
         raise AudienceError(
-            "parameter_invalid", f"can't sort by {sort!r}; use one of {', '.join(SORTABLE)}",
+            "parameter_invalid",
+            f"can't sort by {sort!r}; use one of {', '.join(SORTABLE)}",
             field="sort",
         )
     query = live_users(environment_id)
