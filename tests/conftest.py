@@ -96,8 +96,9 @@ def make_tenant(app: TestClient, database: Database, slug: str) -> Tenant:
         environment = environments.create_environment(session, name=slug.title(), slug=slug)
         _, key = environments.create_api_key(session, environment_id=environment.id)
         tenant_id, token = environment.id, environment.app_token
-    client = TestClient(app.app, headers={"Authorization": f"Bearer {key}"},
-                        raise_server_exceptions=False)
+    client = TestClient(
+        app.app, headers={"Authorization": f"Bearer {key}"}, raise_server_exceptions=False
+    )
     return Tenant(tenant_id, slug, token, key, client)
 
 

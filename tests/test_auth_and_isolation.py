@@ -102,8 +102,13 @@ def test_healthz_reports_the_database(app: TestClient) -> None:
 
 def test_openapi_document_lists_the_routes(app: TestClient) -> None:
     document = app.get("/api/v1/openapi.json").json()
-    for path in ("/api/v1/users", "/api/v1/users/lookup", "/api/v1/users/{id}",
-                 "/api/v1/users/{id}/history", "/api/v1/data_attributes"):
+    for path in (
+        "/api/v1/users",
+        "/api/v1/users/lookup",
+        "/api/v1/users/{id}",
+        "/api/v1/users/{id}/history",
+        "/api/v1/data_attributes",
+    ):
         assert path in document["paths"], path
     assert app.get("/api/v1/docs").status_code == 200
 

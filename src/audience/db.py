@@ -75,7 +75,9 @@ def make_engine(settings: Settings) -> Engine:
     engine = create_engine(settings.url, connect_args={"check_same_thread": False})
     synchronous = settings.sqlite_synchronous.upper()
     if synchronous not in {"FULL", "NORMAL", "EXTRA", "OFF"}:
-        raise ValueError(f"AUDIENCE_SQLITE_SYNCHRONOUS must be FULL, NORMAL, EXTRA or OFF, not {synchronous}")
+        raise ValueError(
+            f"AUDIENCE_SQLITE_SYNCHRONOUS must be FULL, NORMAL, EXTRA or OFF, not {synchronous}"
+        )
 
     @event.listens_for(engine, "connect")
     def _pragmas(dbapi_connection: Any, _: Any) -> None:

@@ -12,7 +12,23 @@ from audience.tags.models import CompanyTag, Tag, UserTag
 from audience.users.models import AttributeChange, Identity, Merge, User
 
 __all__ = [
-    "Agent", "ApiKey", "AttributeChange", "AttributeDefinition", "Base", "Company", "CompanyTag",
-    "Environment", "Event", "FailedMessage", "Identity", "InboxMessage", "ListMember", "Membership",
-    "Merge", "Tag", "User", "UserList", "UserTag",
+    "Agent",
+    "ApiKey",
+    "AttributeChange",
+    "AttributeDefinition",
+    "Base",
+    "Company",
+    "CompanyTag",
+    "Environment",
+    "Event",
+    "FailedMessage",
+    "Identity",
+    "InboxMessage",
+    "ListMember",
+    "Membership",
+    "Merge",
+    "Tag",
+    "User",
+    "UserList",
+    "UserTag",
 ]

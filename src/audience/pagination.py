@@ -109,9 +109,7 @@ def _decode(cursor: str, order: Order) -> tuple[Any, int, int]:
     return value, last_id, int(page) if isinstance(page, int) else 1
 
 
-def paginate(
-    session: Session, query: Select[Any], *, order: Order, params: PageParams
-) -> Page:
+def paginate(session: Session, query: Select[Any], *, order: Order, params: PageParams) -> Page:
     """One page of `query` (which selects entities) plus the total count of the whole query."""
     total = session.scalar(select(func.count()).select_from(query.order_by(None).subquery())) or 0
     page_query = query.order_by(*order.clauses()).limit(params.per_page + 1)

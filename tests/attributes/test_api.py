@@ -22,14 +22,27 @@ def define(api: TestClient, **body: Any) -> dict[str, Any]:
 
 
 def test_first_value_infers_the_definition(api: TestClient) -> None:
-    create_user(api, custom_attributes={
-        "plan": "pro", "mrr": 500, "is_admin": True, "trial_ends": "2025-02-01",
-        "last_login": "2025-01-15T10:30:00Z", "features": ["a", "b"],
-    })
+    create_user(
+        api,
+        custom_attributes={
+            "plan": "pro",
+            "mrr": 500,
+            "is_admin": True,
+            "trial_ends": "2025-02-01",
+            "last_login": "2025-01-15T10:30:00Z",
+            "features": ["a", "b"],
+        },
+    )
     found = definitions(api)
     types = {name: item["data_type"] for name, item in found.items()}
-    assert types == {"plan": "string", "mrr": "number", "is_admin": "boolean",
-                     "trial_ends": "date", "last_login": "datetime", "features": "list"}
+    assert types == {
+        "plan": "string",
+        "mrr": "number",
+        "is_admin": "boolean",
+        "trial_ends": "date",
+        "last_login": "datetime",
+        "features": "list",
+    }
     assert {item["origin"] for item in found.values()} == {"inferred"}
     assert found["plan"]["full_name"] == "custom_attributes.plan"
 
@@ -58,8 +71,15 @@ def test_values_are_coerced_when_lossless(
 
 @pytest.mark.parametrize(
     ("type_", "given"),
-    [("number", "abc"), ("number", True), ("boolean", "perhaps"), ("date", "2024-13-01"),
-     ("datetime", "soon"), ("date", "2024-01-02T10:00:00Z"), ("list", [{"a": 1}])],
+    [
+        ("number", "abc"),
+        ("number", True),
+        ("boolean", "perhaps"),
+        ("date", "2024-13-01"),
+        ("datetime", "soon"),
+        ("date", "2024-01-02T10:00:00Z"),
+        ("list", [{"a": 1}]),
+    ],
 )
 def test_values_that_would_lose_data_are_rejected(api: TestClient, type_: str, given: Any) -> None:
     define(api, name="field", type=type_)
@@ -74,8 +94,10 @@ def test_definition_crud(api: TestClient) -> None:
     assert created["origin"] == "manual" and created["options"] == ["gold", "silver"]
     fetched = api.get(f"/api/v1/data_attributes/{created['id']}").json()
     assert fetched == created
-    patched = api.patch(f"/api/v1/data_attributes/{created['id']}",
-                        json={"label": "Customer tier", "options": ["gold", "silver", "bronze"]})
+    patched = api.patch(
+        f"/api/v1/data_attributes/{created['id']}",
+        json={"label": "Customer tier", "options": ["gold", "silver", "bronze"]},
+    )
     assert patched.json()["label"] == "Customer tier"
     assert patched.json()["options"] == ["gold", "silver", "bronze"]
     deleted = api.delete(f"/api/v1/data_attributes/{created['id']}")

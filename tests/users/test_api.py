@@ -100,7 +100,9 @@ def test_avatar_object_writes_the_avatar_url(api: TestClient) -> None:
 def test_social_urls_appear_as_social_profiles(api: TestClient) -> None:
     user = create_user(api, twitter_url="https://twitter.com/joe")
     profiles = user["social_profiles"]["social_profiles"]
-    assert profiles == [{"type": "social_profile", "name": "twitter", "url": "https://twitter.com/joe"}]
+    assert profiles == [
+        {"type": "social_profile", "name": "twitter", "url": "https://twitter.com/joe"}
+    ]
 
 
 def test_create_user_with_taken_user_id_is_a_conflict(api: TestClient) -> None:
@@ -110,8 +112,18 @@ def test_create_user_with_taken_user_id_is_a_conflict(api: TestClient) -> None:
     assert error_of(response)["field"] == "user_id"
 
 
-@pytest.mark.parametrize("field", ["id", "created_at", "updated_at", "environment_id",
-                                   "merged_into_id", "user_key", "session_count"])
+@pytest.mark.parametrize(
+    "field",
+    [
+        "id",
+        "created_at",
+        "updated_at",
+        "environment_id",
+        "merged_into_id",
+        "user_key",
+        "session_count",
+    ],
+)
 def test_system_fields_cannot_be_written(api: TestClient, field: str) -> None:
     response = api.post("/api/v1/users", json={"user_id": "x", field: 5})
     assert response.status_code == 422
@@ -218,12 +230,19 @@ def test_custom_attribute_operations(api: TestClient) -> None:
     }
     attrs = api.patch(f"/api/v1/users/{user['id']}", json={"custom_attributes": ops}).json()
     assert attrs["custom_attributes"] == {
-        "visits": 3, "tags": ["a", "b"], "plan": "free", "first_touch": "ads", "history": ["x"],
+        "visits": 3,
+        "tags": ["a", "b"],
+        "plan": "free",
+        "first_touch": "ads",
+        "history": ["x"],
     }
     more = {"tags": {"$remove": "a"}, "visits": {"$unset": True}}
     attrs = api.patch(f"/api/v1/users/{user['id']}", json={"custom_attributes": more}).json()
     assert attrs["custom_attributes"] == {
-        "tags": ["b"], "plan": "free", "first_touch": "ads", "history": ["x"],
+        "tags": ["b"],
+        "plan": "free",
+        "first_touch": "ads",
+        "history": ["x"],
     }
 
 
@@ -275,8 +294,14 @@ def test_lookup_by_each_key(api: TestClient, key: str) -> None:
 def test_lookup_by_anonymous_id(api: TestClient, database: Database, tenant: Any) -> None:
     user = create_user(api)
     with database.transaction() as session:
-        session.add(Identity(environment_id=tenant.id, user_id=int(user["id"]),
-                             kind="anonymous_id", value="anon-1"))
+        session.add(
+            Identity(
+                environment_id=tenant.id,
+                user_id=int(user["id"]),
+                kind="anonymous_id",
+                value="anon-1",
+            )
+        )
     response = api.get("/api/v1/users/lookup", params={"anonymous_id": "anon-1"})
     assert response.json()["id"] == user["id"]
 
@@ -321,7 +346,9 @@ def test_list_users_shape(api: TestClient) -> None:
     assert len(body["users"]) == 2
     assert body["pages"]["type"] == "pages"
     assert (body["pages"]["page"], body["pages"]["per_page"], body["pages"]["total_pages"]) == (
-        1, 2, 2,
+        1,
+        2,
+        2,
     )
     assert body["pages"]["next"]["page"] == 2
 
@@ -362,14 +389,22 @@ def test_sort_by_standard_attribute(api: TestClient) -> None:
         create_user(api, custom_attributes={}, last_request_at=1_700_000_000 + count)
     body = api.get("/api/v1/users", params={"sort": "last_request_at", "order": "asc"}).json()
     assert [user["last_request_at"] for user in body["users"]] == [
-        1_700_000_001, 1_700_000_002, 1_700_000_003,
+        1_700_000_001,
+        1_700_000_002,
+        1_700_000_003,
     ]
 
 
 @pytest.mark.parametrize(
     "params",
-    [{"sort": "password"}, {"order": "sideways"}, {"per_page": 151}, {"per_page": 0},
-     {"page": 0}, {"starting_after": "garbage!"}],
+    [
+        {"sort": "password"},
+        {"order": "sideways"},
+        {"per_page": 151},
+        {"per_page": 0},
+        {"page": 0},
+        {"starting_after": "garbage!"},
+    ],
 )
 def test_bad_list_parameters_are_400(api: TestClient, params: dict[str, Any]) -> None:
     response = api.get("/api/v1/users", params=params)
@@ -407,8 +442,9 @@ def test_search_by_user_key(api: TestClient) -> None:
 
 def test_history_records_each_change_with_source(api: TestClient) -> None:
     user = create_user(api, city="Dublin", custom_attributes={"plan": "free"})
-    api.patch(f"/api/v1/users/{user['id']}", json={"city": "Cork",
-                                                    "custom_attributes": {"plan": "pro"}})
+    api.patch(
+        f"/api/v1/users/{user['id']}", json={"city": "Cork", "custom_attributes": {"plan": "pro"}}
+    )
     body = api.get(f"/api/v1/users/{user['id']}/history").json()
     assert body["type"] == "attribute_change.list"
     latest = {change["attribute"]: change for change in body["changes"][:2]}

@@ -27,8 +27,13 @@ def create_definition(
     body: DefinitionCreate, environment: CurrentEnvironment, session: DbSession
 ) -> DefinitionObject:
     definition = service.create_definition(
-        session, environment_id=environment.id, model=body.model, name=body.name,
-        type=body.type, label=body.label, options=body.options,
+        session,
+        environment_id=environment.id,
+        model=body.model,
+        name=body.name,
+        type=body.type,
+        label=body.label,
+        options=body.options,
     )
     return definition_object(definition)
 
@@ -38,7 +43,9 @@ def list_definitions(
     environment: CurrentEnvironment,
     session: DbSession,
     model: Model | None = None,
-    archived: Annotated[bool | None, Query(description="Only archived (true) or live (false).")] = None,
+    archived: Annotated[
+        bool | None, Query(description="Only archived (true) or live (false).")
+    ] = None,
 ) -> DefinitionList:
     definitions = service.list_definitions(
         session, environment_id=environment.id, model=model, archived=archived
@@ -48,7 +55,9 @@ def list_definitions(
 
 
 @router.get("/{id}", response_model=DefinitionObject, summary="Get an attribute definition")
-def get_definition(id: str, environment: CurrentEnvironment, session: DbSession) -> DefinitionObject:
+def get_definition(
+    id: str, environment: CurrentEnvironment, session: DbSession
+) -> DefinitionObject:
     definition = service.get_definition(
         session, environment_id=environment.id, id=parse_id(id, "attribute definition")
     )
@@ -60,7 +69,9 @@ def update_definition(
     id: str, body: DefinitionUpdate, environment: CurrentEnvironment, session: DbSession
 ) -> DefinitionObject:
     definition = service.update_definition(
-        session, environment_id=environment.id, id=parse_id(id, "attribute definition"),
+        session,
+        environment_id=environment.id,
+        id=parse_id(id, "attribute definition"),
         changes=body.model_dump(exclude_unset=True),
     )
     return definition_object(definition)

@@ -155,8 +155,12 @@ def write_custom_attributes(
         if new is not None:
             if definition is None:
                 definition = create_definition(
-                    session, environment_id=environment_id, model=model, name=name,
-                    type=values.infer_type(new), origin="inferred",
+                    session,
+                    environment_id=environment_id,
+                    model=model,
+                    name=name,
+                    type=values.infer_type(new),
+                    origin="inferred",
                 )
                 definitions[name] = definition
             new = values.coerce(new, definition.type, field=field)

@@ -65,9 +65,7 @@ def create_user(
     body: UserWrite, request: Request, environment: CurrentEnvironment, session: DbSession
 ) -> UserObject:
     data = body.model_dump(exclude_unset=True)
-    user = service.create_user(
-        session, environment=environment, data=data, source=source(request)
-    )
+    user = service.create_user(session, environment=environment, data=data, source=source(request))
     return render_one(session, environment, user)
 
 
@@ -81,7 +79,11 @@ def list_users(
     order: Literal["asc", "desc"] = "desc",
 ) -> UserList:
     page = service.list_users(
-        session, environment_id=environment.id, q=q, sort=sort, descending=order == "desc",
+        session,
+        environment_id=environment.id,
+        q=q,
+        sort=sort,
+        descending=order == "desc",
         params=pagination,
     )
     return user_list(session, environment, page)
@@ -99,8 +101,13 @@ def lookup_user(
 ) -> UserObject:
     given = {
         key: value
-        for key, value in {"user_id": user_id, "email": email, "phone": phone,
-                           "user_key": user_key, "anonymous_id": anonymous_id}.items()
+        for key, value in {
+            "user_id": user_id,
+            "email": email,
+            "phone": phone,
+            "user_key": user_key,
+            "anonymous_id": anonymous_id,
+        }.items()
         if value is not None
     }
     if len(given) != 1:
@@ -108,7 +115,7 @@ def lookup_user(
             "parameter_invalid",
             "give exactly one of user_id, email, phone, user_key, anonymous_id",
         )
-    (key, value), = given.items()
+    ((key, value),) = given.items()
     user = service.lookup_user(session, environment=environment, key=key, value=value)
     return render_one(session, environment, user)
 
@@ -130,7 +137,10 @@ def update_user(
 ) -> UserObject:
     user = service.get_user(session, environment_id=environment.id, id=parse_id(id, "user"))
     service.update_user(
-        session, environment=environment, user=user, data=body.model_dump(exclude_unset=True),
+        session,
+        environment=environment,
+        user=user,
+        data=body.model_dump(exclude_unset=True),
         source=source(request),
     )
     return render_one(session, environment, user)
@@ -151,8 +161,12 @@ def user_history(
     )
     changes = [
         AttributeChangeObject(
-            id=str(change.id), attribute=change.attribute, old_value=change.old_value,
-            new_value=change.new_value, source=change.source, source_ref=change.source_ref,
+            id=str(change.id),
+            attribute=change.attribute,
+            old_value=change.old_value,
+            new_value=change.new_value,
+            source=change.source,
+            source_ref=change.source_ref,
             changed_at=unix(change.changed_at) or 0,
         )
         for change in page.items

@@ -9,8 +9,22 @@ import phonenumbers
 
 BLOCKED_VALUES = frozenset(
     {
-        "", "null", "undefined", "none", "nan", "anonymous", "guest", "0", "-1",
-        "[object object]", "true", "false", "id", "email", "distinct_id", "not_authenticated",
+        "",
+        "null",
+        "undefined",
+        "none",
+        "nan",
+        "anonymous",
+        "guest",
+        "0",
+        "-1",
+        "[object object]",
+        "true",
+        "false",
+        "id",
+        "email",
+        "distinct_id",
+        "not_authenticated",
     }
 )
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+$")

@@ -170,15 +170,16 @@ def is_identified(user: User) -> bool:
 def is_contact(user: User) -> bool:
     """The billable set (seed 000): any key a message can reach the person by."""
     return bool(
-        is_identified(user)
-        or user.web_push_subscription
-        or user.last_heard_from_at
-        or user.fcm_key
+        is_identified(user) or user.web_push_subscription or user.last_heard_from_at or user.fcm_key
     )
 
 
-_SOCIAL = (("google", "google_url"), ("linkedin", "linkedin_url"), ("twitter", "twitter_url"),
-           ("facebook", "facebook_url"))
+_SOCIAL = (
+    ("google", "google_url"),
+    ("linkedin", "linkedin_url"),
+    ("twitter", "twitter_url"),
+    ("facebook", "facebook_url"),
+)
 
 
 def user_object(
@@ -195,8 +196,13 @@ def user_object(
         for name, attribute in _SOCIAL
         if (url := getattr(user, attribute))
     ]
-    browser_data = {"browser": user.browser, "browser_version": user.browser_version,
-                    "os": user.os, "device": user.device, "user_agent": user.user_agent}
+    browser_data = {
+        "browser": user.browser,
+        "browser_version": user.browser_version,
+        "os": user.os,
+        "device": user.device,
+        "user_agent": user.user_agent,
+    }
     return UserObject(
         type="user" if identified else "contact",
         id=str(user.id),
