@@ -20,9 +20,10 @@ import typer
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from pydantic import ValidationError
+from rich.cells import cell_len
 from rich.console import Console
 from rich.markup import escape
-from rich.table import Table
+from rich.table import Column, Table
 from sqlalchemy import Engine, func, inspect, make_url, select, text
 from sqlalchemy.exc import DBAPIError, IntegrityError, SQLAlchemyError
 
@@ -55,14 +56,20 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-environments_app = typer.Typer(help="List and create environments (tenants).", no_args_is_help=True)
-keys_app = typer.Typer(help="Manage the secret API keys of an environment.", no_args_is_help=True)
-users_app = typer.Typer(help="Look at the users of an environment.", no_args_is_help=True)
-agents_app = typer.Typer(help="Manage agents (people who use the web app).", no_args_is_help=True)
-app.add_typer(environments_app, name="environments")
-app.add_typer(keys_app, name="keys")
-app.add_typer(users_app, name="users")
-app.add_typer(agents_app, name="agents")
+environments_app = typer.Typer(
+    name="environments", help="List and create environments (tenants).", no_args_is_help=True
+)
+keys_app = typer.Typer(
+    name="keys", help="Manage the secret API keys of an environment.", no_args_is_help=True
+)
+users_app = typer.Typer(
+    name="users", help="Look at the users of an environment.", no_args_is_help=True
+)
+agents_app = typer.Typer(
+    name="agents", help="Manage agents (people who use the web app).", no_args_is_help=True
+)
+for group in (environments_app, keys_app, users_app, agents_app):
+    app.add_typer(group)
 
 EnvironmentOption = Annotated[
     str, typer.Option("--environment", "-e", help="Slug of the environment.", show_default=True)
@@ -78,10 +85,16 @@ def fail(message: str) -> NoReturn:
 
 
 def print_table(headers: tuple[str, ...], rows: Iterable[tuple[str, ...]]) -> None:
-    table = Table(*headers)
+    rows = list(rows)
+    # Columns never shrink below their content: a narrow (or piped, 80-column) console would
+    # otherwise cut app tokens and emails short with an ellipsis, or fold them.
+    widths = [max([cell_len(h), *(cell_len(r[i]) for r in rows)]) for i, h in enumerate(headers)]
+    table = Table(
+        *(Column(h, no_wrap=True, min_width=w) for h, w in zip(headers, widths, strict=True))
+    )
     for row in rows:
         table.add_row(*map(escape, row))  # names are user input: never read them as markup
-    out.print(table)
+    out.print(table, crop=False)
 
 
 def load_settings(**overrides: Any) -> Settings:
@@ -135,7 +148,7 @@ def open_database(settings: Settings | None = None, *, migrated: bool = True) ->
     settings = settings or load_settings()
     try:
         db = Database(settings)
-    except (ValueError, SQLAlchemyError) as exc:
+    except (ValueError, OSError, SQLAlchemyError) as exc:  # bad setting, unwritable data dir
         fail(str(exc))
     try:
         if migrated:
@@ -225,10 +238,10 @@ def run_bootstrap(db: Database, settings: Settings) -> Bootstrapped | None:
 @app.command()
 def serve(
     host: Annotated[
-        str | None, typer.Option(help="Address to bind. [default: AUDIENCE_HOST or 127.0.0.1]")
+        str | None, typer.Option(help="Address to bind (default: AUDIENCE_HOST, else 127.0.0.1).")
     ] = None,
     port: Annotated[
-        int | None, typer.Option(help="Port to listen on. [default: AUDIENCE_PORT or 8000]")
+        int | None, typer.Option(help="Port to listen on (default: AUDIENCE_PORT, else 8000).")
     ] = None,
     migrate: Annotated[
         bool,
@@ -276,6 +289,8 @@ def serve(
             host=settings.host,
             port=settings.port,
             log_level=settings.log_level.lower(),
+            # R-SEC-6: uvicorn's access log prints query strings (lookup?email=…), i.e. PII.
+            access_log=False,
         )
 
 
@@ -316,7 +331,7 @@ def environments_create(
     name: Annotated[str, typer.Argument(help="Display name, e.g. 'EU production'.")],
     slug: Annotated[
         str | None,
-        typer.Option(help="Lowercase letters, digits and dashes. [default: from NAME]"),
+        typer.Option(help="Lowercase letters, digits and dashes (default: NAME in that form)."),
     ] = None,
 ) -> None:
     """Create an environment with an app token and a first API key (shown once)."""
