@@ -49,12 +49,24 @@ class Order:
     id_column: InstrumentedAttribute[Any]
     descending: bool = False
 
+    @property
+    def nullable(self) -> bool:
+        return bool(getattr(self.column.expression, "nullable", True))
+
+    @property
+    def python_type(self) -> type:
+        column_type = self.column.type
+        # A TypeDecorator (UtcDateTime) reports `object`; the type it wraps knows better.
+        return getattr(column_type, "impl", column_type).python_type  # type: ignore[no-any-return]
+
     def clauses(self) -> list[ColumnElement[Any]]:
         if self.column is self.id_column:
             return [self.id_column.desc() if self.descending else self.id_column.asc()]
         column = self.column.desc() if self.descending else self.column.asc()
         tie = self.id_column.desc() if self.descending else self.id_column.asc()
-        return [column.nulls_last(), tie]
+        # NULLS LAST only where NULLs can be: on a NOT NULL column it would stop PostgreSQL
+        # from reading the (environment, column) index in order.
+        return [column.nulls_last() if self.nullable else column, tie]
 
     def after(self, value: Any, last_id: int) -> ColumnElement[bool]:
         """Rows strictly after (value, last_id) in this order."""
@@ -64,6 +76,8 @@ class Order:
         if value is None:  # nulls sort last: only later nulls remain
             return and_(self.column.is_(None), beyond_id)
         beyond = self.column < value if self.descending else self.column > value
+        if not self.nullable:
+            return or_(beyond, and_(self.column == value, beyond_id))
         return or_(beyond, and_(self.column == value, beyond_id), self.column.is_(None))
 
 
@@ -106,7 +120,23 @@ def _decode(cursor: str, order: Order) -> tuple[Any, int, int]:
             value = datetime.fromisoformat(value["dt"])
         except (KeyError, TypeError, ValueError):
             raise bad from None
+    # A forged cursor must not reach the database with a value the column can't compare to.
+    expected = order.python_type
+    if value is None and not order.nullable:
+        raise bad
+    if value is not None and not _fits(value, expected):
+        raise bad
     return value, last_id, int(page) if isinstance(page, int) else 1
+
+
+def _fits(value: Any, expected: type) -> bool:
+    if expected is datetime:
+        return isinstance(value, datetime) and value.tzinfo is not None
+    if expected is bool:
+        return isinstance(value, bool)
+    if expected in (int, float):
+        return isinstance(value, int | float) and not isinstance(value, bool)
+    return isinstance(value, expected)
 
 
 def paginate(session: Session, query: Select[Any], *, order: Order, params: PageParams) -> Page:

@@ -466,3 +466,16 @@ def test_history_timestamps_are_unix_seconds(api: TestClient) -> None:
     changes = api.get(f"/api/v1/users/{user['id']}/history").json()["changes"]
     signed = next(change for change in changes if change["attribute"] == "signed_up_at")
     assert signed["new_value"] == 1704164645
+
+
+@pytest.mark.parametrize("value", ["foo", 5, {"dt": "2024-01-01T00:00:00"}, None, [1]])
+def test_forged_cursor_values_are_rejected(api: TestClient, value: Any) -> None:
+    import base64
+
+    import orjson
+
+    raw = orjson.dumps(["created_at", True, value, 1, 1])
+    cursor = base64.urlsafe_b64encode(raw).decode().rstrip("=")
+    response = api.get("/api/v1/users", params={"starting_after": cursor})
+    assert response.status_code == 400
+    assert error_of(response)["field"] == "starting_after"

@@ -15,7 +15,9 @@ class Event(Base):
     __tablename__ = "events"
     __table_args__ = (
         UniqueConstraint("environment_id", "message_id"),
-        Index("ix_events_environment_id_user_id_timestamp", "environment_id", "user_id", "timestamp"),
+        Index(
+            "ix_events_environment_id_user_id_timestamp", "environment_id", "user_id", "timestamp"
+        ),
         Index("ix_events_environment_id_name_timestamp", "environment_id", "name", "timestamp"),
     )
 
