@@ -7,6 +7,7 @@ import logging
 from fastapi import APIRouter, FastAPI
 from fastapi.responses import JSONResponse
 from sqlalchemy import text
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from audience import __version__, errors
 from audience.config import Settings
@@ -28,6 +29,24 @@ def _api_routers() -> list[APIRouter]:
     return [users, companies, events, tags, lists, attributes]
 
 
+class RefuseNul:
+    """Answer 400 to a path or query string holding NUL, which PostgreSQL can't compare."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            raw = scope.get("query_string", b"") + scope.get("raw_path", b"")
+            if b"%00" in raw or b"\x00" in raw or "\x00" in scope.get("path", ""):
+                response = errors.error_response(
+                    400, "parameter_invalid", "NUL characters are not allowed in the URL"
+                )
+                await response(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
 def create_app(settings: Settings | None = None, *, database: Database | None = None) -> FastAPI:
     settings = settings or Settings()
     database = database or Database(settings)
@@ -42,8 +61,12 @@ def create_app(settings: Settings | None = None, *, database: Database | None = 
     app.state.settings = settings
     app.state.database = database
     errors.install(app)
+    app.add_middleware(RefuseNul)
     for router in _api_routers():
         app.include_router(router, prefix=API_PREFIX)
+    from audience.ingest.api import router as ingest  # the tracking API at /v1, no API prefix
+
+    app.include_router(ingest)
 
     @app.get("/healthz", tags=["operations"])
     def healthz() -> JSONResponse:

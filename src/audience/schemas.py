@@ -5,13 +5,31 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator
+
+
+def _has_nul(value: Any) -> bool:
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any(_has_nul(key) or _has_nul(item) for key, item in value.items())
+    if isinstance(value, list):
+        return any(_has_nul(item) for item in value)
+    return False
 
 
 class Body(BaseModel):
     """A request body: unknown fields are rejected, so system fields can't be mass-assigned."""
 
     model_config = ConfigDict(extra="forbid")
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_nul(cls, value: Any) -> Any:
+        # PostgreSQL text and JSONB can't hold NUL; refuse it here, naming the field.
+        if _has_nul(value):
+            raise ValueError("must not contain NUL characters")
+        return value
 
 
 def _to_datetime(value: Any) -> Any:
@@ -26,9 +44,10 @@ def _to_datetime(value: Any) -> Any:
     if isinstance(value, str):
         try:
             parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
-        except ValueError:
+            # In UTC now, so a time at the edge of the calendar fails here, not in the database.
+            return parsed.astimezone(UTC) if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+        except (ValueError, OverflowError):
             raise ValueError("expected unix seconds or an ISO 8601 date-time") from None
-        return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
     return value
 
 

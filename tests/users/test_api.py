@@ -479,3 +479,31 @@ def test_forged_cursor_values_are_rejected(api: TestClient, value: Any) -> None:
     response = api.get("/api/v1/users", params={"starting_after": cursor})
     assert response.status_code == 400
     assert error_of(response)["field"] == "starting_after"
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({"name": "a\x00b"}, "name"),
+        ({"custom_attributes": {"plan": "p\x00"}}, "custom_attributes"),
+        ({"custom_attributes": {"k\x00": 1}}, "custom_attributes"),
+    ],
+)
+def test_nul_characters_are_rejected_naming_the_field(
+    api: TestClient, body: dict[str, Any], field: str
+) -> None:
+    response = api.post("/api/v1/users", json=body)
+    assert response.status_code == 422
+    assert error_of(response)["field"] == field
+
+
+def test_nul_in_a_query_parameter_is_400(api: TestClient) -> None:
+    response = api.get("/api/v1/users/lookup", params={"email": "a\x00@b.co"})
+    assert response.status_code == 400
+
+
+@pytest.mark.parametrize("moment", ["0001-01-01T00:00:00+01:00", "9999-12-31T23:59:59-01:00"])
+def test_timestamps_at_the_calendar_edge_are_rejected(api: TestClient, moment: str) -> None:
+    response = api.post("/api/v1/users", json={"signed_up_at": moment})
+    assert response.status_code == 422
+    assert error_of(response)["field"] == "signed_up_at"
