@@ -14,6 +14,8 @@ class Company(Base):
     __table_args__ = (
         UniqueConstraint("environment_id", "company_id"),
         Index("ix_companies_environment_id_name", "environment_id", "name"),
+        # The default listing order (newest first) reads this index instead of sorting.
+        Index("ix_companies_environment_id_created_at", "environment_id", "created_at"),
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
