@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-11-23 17:41:33.185750
+Create Date: 2026-11-23 18:04:33.030306
 """
 
 from __future__ import annotations
@@ -152,6 +152,9 @@ def upgrade() -> None:
         ),
     )
     with op.batch_alter_table("companies", schema=None) as batch_op:
+        batch_op.create_index(
+            "ix_companies_environment_id_created_at", ["environment_id", "created_at"], unique=False
+        )
         batch_op.create_index(
             "ix_companies_environment_id_name", ["environment_id", "name"], unique=False
         )
@@ -342,6 +345,12 @@ def upgrade() -> None:
     with op.batch_alter_table("users", schema=None) as batch_op:
         batch_op.create_index(
             "ix_users_environment_id_created_at", ["environment_id", "created_at"], unique=False
+        )
+        # Autogenerate can't see expression indexes: case-insensitive email lookups.
+        batch_op.create_index(
+            "ix_users_environment_id_email_lower",
+            ["environment_id", sa.text("lower(email)")],
+            unique=False,
         )
         batch_op.create_index(
             "ix_users_environment_id_last_seen_at", ["environment_id", "last_seen_at"], unique=False
@@ -642,6 +651,7 @@ def downgrade() -> None:
         batch_op.drop_index("ix_users_environment_id_phone")
         batch_op.drop_index("ix_users_environment_id_last_seen_at")
         batch_op.drop_index("ix_users_environment_id_created_at")
+        batch_op.drop_index("ix_users_environment_id_email_lower")
 
     op.drop_table("users")
     op.drop_table("tags")
@@ -656,6 +666,7 @@ def downgrade() -> None:
     op.drop_table("failed_messages")
     with op.batch_alter_table("companies", schema=None) as batch_op:
         batch_op.drop_index("ix_companies_environment_id_name")
+        batch_op.drop_index("ix_companies_environment_id_created_at")
 
     op.drop_table("companies")
     op.drop_table("attribute_definitions")
