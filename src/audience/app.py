@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from urllib.parse import parse_qsl
 
 from fastapi import APIRouter, FastAPI
 from fastapi.responses import JSONResponse
@@ -30,21 +31,33 @@ def _api_routers() -> list[APIRouter]:
 
 
 class RefuseNul:
-    """Answer 400 to a path or query string holding NUL, which PostgreSQL can't compare."""
+    """Answer 400 to a path or query parameter holding NUL, which PostgreSQL can't compare."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
-            raw = scope.get("query_string", b"") + scope.get("raw_path", b"")
-            if b"%00" in raw or b"\x00" in raw or "\x00" in scope.get("path", ""):
+            field = _nul_field(scope)
+            if field is not None:
                 response = errors.error_response(
-                    400, "parameter_invalid", "NUL characters are not allowed in the URL"
+                    400, "parameter_invalid", f"{field}: NUL characters are not allowed", field
                 )
                 await response(scope, receive, send)
                 return
         await self.app(scope, receive, send)
+
+
+def _nul_field(scope: Scope) -> str | None:
+    if "\x00" in scope.get("path", ""):
+        return "path"
+    query = scope.get("query_string", b"").decode("latin-1")
+    if "%00" not in query and "\x00" not in query:
+        return None
+    for key, value in parse_qsl(query, keep_blank_values=True):
+        if "\x00" in key or "\x00" in value:
+            return key.replace("\x00", "") or "query"
+    return None
 
 
 def create_app(settings: Settings | None = None, *, database: Database | None = None) -> FastAPI:

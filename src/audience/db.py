@@ -15,6 +15,7 @@ from typing import Any
 from fastapi import Request, Response
 from fastapi.routing import APIRoute
 from sqlalchemy import JSON, BigInteger, DateTime, Engine, Integer, MetaData, create_engine, event
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 from sqlalchemy.types import TypeDecorator
@@ -157,6 +158,22 @@ class TransactionRoute(APIRoute):
                 await run_in_threadpool(session.close)
 
         return run
+
+
+def insert_ignore(session: Session, model: type[Base], rows: list[dict[str, Any]]) -> None:
+    """Insert rows, skipping any whose key exists already (idempotent and safe under races)."""
+    if not rows:
+        return
+    if session.get_bind().dialect.name == "postgresql":
+        statement: Any = postgresql.insert(model).values(rows).on_conflict_do_nothing()
+    else:
+        statement = sqlite.insert(model).values(rows).on_conflict_do_nothing()
+    session.execute(statement)
+
+
+def escape_like(text: str) -> str:
+    """`text` for a LIKE pattern (with `escape="\\"`), its wildcards taken literally."""
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
 
 
 def request_session(request: Request) -> Session:

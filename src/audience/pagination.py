@@ -136,6 +136,8 @@ def _fits(value: Any, expected: type) -> bool:
         return isinstance(value, bool)
     if expected in (int, float):
         return isinstance(value, int | float) and not isinstance(value, bool)
+    if isinstance(value, str) and "\x00" in value:  # PostgreSQL can't compare text with NUL
+        return False
     return isinstance(value, expected)
 
 

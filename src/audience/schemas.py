@@ -5,7 +5,14 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    field_validator,
+)
 
 
 def _has_nul(value: Any) -> bool:
@@ -23,11 +30,13 @@ class Body(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    @field_validator("*", mode="before")
+    @field_validator("*", mode="after")
     @classmethod
-    def _no_nul(cls, value: Any) -> Any:
-        # PostgreSQL text and JSONB can't hold NUL; refuse it here, naming the field.
-        if _has_nul(value):
+    def _no_nul(cls, value: Any, info: ValidationInfo) -> Any:
+        # PostgreSQL text and JSONB can't hold NUL; refuse it here, naming the field. Nested
+        # bodies check their own fields; custom attributes are checked where they are written,
+        # naming the attribute.
+        if info.field_name != "custom_attributes" and _has_nul(value):
             raise ValueError("must not contain NUL characters")
         return value
 

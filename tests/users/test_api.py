@@ -468,15 +468,25 @@ def test_history_timestamps_are_unix_seconds(api: TestClient) -> None:
     assert signed["new_value"] == 1704164645
 
 
-@pytest.mark.parametrize("value", ["foo", 5, {"dt": "2024-01-01T00:00:00"}, None, [1]])
-def test_forged_cursor_values_are_rejected(api: TestClient, value: Any) -> None:
+@pytest.mark.parametrize(
+    ("sort", "value"),
+    [
+        ("created_at", "foo"),
+        ("created_at", 5),
+        ("created_at", {"dt": "2024-01-01T00:00:00"}),
+        ("created_at", None),
+        ("created_at", [1]),
+        ("email", "a\x00b"),
+    ],
+)
+def test_forged_cursor_values_are_rejected(api: TestClient, sort: str, value: Any) -> None:
     import base64
 
     import orjson
 
-    raw = orjson.dumps(["created_at", True, value, 1, 1])
+    raw = orjson.dumps([sort, True, value, 1, 1])
     cursor = base64.urlsafe_b64encode(raw).decode().rstrip("=")
-    response = api.get("/api/v1/users", params={"starting_after": cursor})
+    response = api.get("/api/v1/users", params={"sort": sort, "starting_after": cursor})
     assert response.status_code == 400
     assert error_of(response)["field"] == "starting_after"
 
@@ -485,8 +495,10 @@ def test_forged_cursor_values_are_rejected(api: TestClient, value: Any) -> None:
     ("body", "field"),
     [
         ({"name": "a\x00b"}, "name"),
-        ({"custom_attributes": {"plan": "p\x00"}}, "custom_attributes"),
-        ({"custom_attributes": {"k\x00": 1}}, "custom_attributes"),
+        ({"custom_attributes": {"plan": "p\x00"}}, "custom_attributes.plan"),
+        ({"custom_attributes": {"k\x00": 1}}, "custom_attributes.k\x00"),
+        ({"custom_attributes": {"l": {"$append": ["\x00"]}}}, "custom_attributes.l"),
+        ({"web_push_subscription": {"endpoint": "\x00"}}, "web_push_subscription"),
     ],
 )
 def test_nul_characters_are_rejected_naming_the_field(

@@ -29,8 +29,8 @@ def check_name(name: str, *, field: str) -> None:
         raise Invalid("attribute name must not be empty", field=field)
     if len(name) > MAX_NAME:
         raise Invalid(f"attribute name is over the limit of {MAX_NAME} characters", field=field)
-    if name.startswith("$") or "." in name:
-        raise Invalid("attribute name must not start with '$' or contain '.'", field=field)
+    if name.startswith("$") or "." in name or "\x00" in name:
+        raise Invalid("attribute name must not start with '$' or contain '.' or NUL", field=field)
 
 
 def _is_scalar(value: Any) -> bool:
@@ -169,6 +169,10 @@ def _describe(value: Any) -> str:
 
 def check_value_shape(value: Any, *, field: str) -> None:
     """Custom attribute values are scalars or lists of scalars (never nested objects)."""
+    items = value if isinstance(value, list) else [value]
+    if any(isinstance(item, str) and "\x00" in item for item in items):
+        # PostgreSQL JSONB can't hold NUL.
+        raise Invalid("text must not contain NUL characters", field=field, code="wrong_type")
     if value is None or _is_scalar(value):
         return
     if isinstance(value, list) and all(_is_scalar(item) for item in value):

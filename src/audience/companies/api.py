@@ -24,8 +24,8 @@ from audience.companies.schemas import (
 )
 from audience.db import TransactionRoute
 from audience.pagination import Page, Pagination
+from audience.refs import CompanyRefIn, UserRefIn
 from audience.schemas import Deleted, parse_id
-from audience.tags.refs import CompanyRefIn, UserRefIn
 from audience.users import service as users
 from audience.users.api import render_one as render_user
 from audience.users.api import user_list

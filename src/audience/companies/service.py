@@ -9,13 +9,12 @@ from sqlalchemy.orm import Session
 
 from audience.attributes.service import write_custom_attributes
 from audience.companies.models import Company, Membership
-from audience.db import utcnow
+from audience.db import escape_like, insert_ignore, utcnow
 from audience.environments.models import Environment
 from audience.errors import AudienceError, Conflict, Invalid, NotFound
 from audience.pagination import Order, Page, PageParams, paginate
 from audience.schemas import parse_id
 from audience.tags.models import CompanyTag, Tag
-from audience.tags.refs import insert_links
 from audience.users import identity
 from audience.users import service as users
 from audience.users.models import User
@@ -161,7 +160,7 @@ def save_company(session: Session, *, environment: Environment, data: dict[str, 
         now = utcnow()
         # A concurrent create of the same company_id waits for the other transaction, then
         # inserts nothing: both requests end up updating the one row, neither fails.
-        insert_links(
+        insert_ignore(
             session,
             Company,
             [
@@ -193,10 +192,6 @@ def delete_company(session: Session, *, environment_id: int, id: int) -> None:
     session.flush()
 
 
-def _escape_like(text: str) -> str:
-    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-
-
 def _order(sortable: tuple[str, ...], sort: str, model: type[Any], descending: bool) -> Order:
     if sort not in sortable:
         raise AudienceError(
@@ -220,7 +215,7 @@ def list_companies(
     query = companies_of(environment_id)
     if q and q.strip():
         _check_parameter(q, "q")
-        pattern = f"%{_escape_like(q.strip().lower())}%"
+        pattern = f"%{escape_like(q.strip().lower())}%"
         query = query.where(
             or_(
                 func.lower(Company.name).like(pattern, escape="\\"),
@@ -351,7 +346,7 @@ def add_member(session: Session, *, environment: Environment, company: Company, 
             execution_options={"synchronize_session": False},
         )
     member = {"company_id": company.id, "user_id": user.id, "member_since": utcnow()}
-    insert_links(session, Membership, [member])
+    insert_ignore(session, Membership, [member])
 
 
 def remove_member(session: Session, *, environment_id: int, company: Company, user: User) -> None:

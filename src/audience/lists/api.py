@@ -22,7 +22,6 @@ from audience.lists.schemas import (
 )
 from audience.pagination import Page, Pagination
 from audience.schemas import Deleted, parse_id
-from audience.tags.refs import NoNul
 from audience.users import schemas as users
 from audience.users.api import user_list
 
@@ -60,7 +59,7 @@ def list_lists(
     environment: CurrentEnvironment,
     session: DbSession,
     pagination: Pagination,
-    q: Annotated[str | None, Query(max_length=255, description="Name prefix."), NoNul] = None,
+    q: Annotated[str | None, Query(max_length=255, description="Name prefix.")] = None,
 ) -> ListList:
     page = service.list_lists(session, environment_id=environment.id, q=q, params=pagination)
     return list_list(session, page)

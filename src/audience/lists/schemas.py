@@ -7,12 +7,12 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, Field, StringConstraints, field_validator
 
 from audience.lists.models import UserList
+from audience.refs import MAX_REFS, UserRefIn
 from audience.schemas import Body, Pages, unix
-from audience.tags.refs import MAX_REFS, NoNul, UserRefIn
 
 # Trimmed before the length check, so "  " is too short rather than a blank name.
-Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=255), NoNul]
-Description = Annotated[str, Field(max_length=65_535), NoNul]
+Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=255)]
+Description = Annotated[str, Field(max_length=65_535)]
 
 
 class ListCreate(Body):

@@ -9,11 +9,11 @@ from sqlalchemy import delete, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from audience.db import utcnow
+from audience.db import insert_ignore, utcnow
 from audience.errors import Conflict, NotFound
 from audience.lists.models import ListMember, UserList
 from audience.pagination import Order, Page, PageParams, paginate
-from audience.tags.refs import UserRefIn, insert_links, name_prefix, resolve_users
+from audience.refs import UserRefIn, name_prefix, resolve_users
 from audience.users.models import User
 from audience.users.service import get_user, live_users
 
@@ -123,7 +123,7 @@ def _add(session: Session, user_list: UserList, user_ids: list[int]) -> None:
         if user_id not in existing
     ]
     if rows:
-        insert_links(session, ListMember, rows)
+        insert_ignore(session, ListMember, rows)
         user_list.updated_at = now
         session.flush()
 

@@ -15,7 +15,6 @@ from audience.pagination import Page, Pagination
 from audience.schemas import Deleted, parse_id
 from audience.tags import service
 from audience.tags.models import Tag
-from audience.tags.refs import NoNul
 from audience.tags.schemas import (
     TagCompaniesIn,
     TagList,
@@ -60,7 +59,7 @@ def list_tags(
     environment: CurrentEnvironment,
     session: DbSession,
     pagination: Pagination,
-    q: Annotated[str | None, Query(max_length=255, description="Name prefix."), NoNul] = None,
+    q: Annotated[str | None, Query(max_length=255, description="Name prefix.")] = None,
 ) -> TagList:
     page = service.list_tags(session, environment_id=environment.id, q=q, params=pagination)
     return tag_list(session, page)

@@ -6,12 +6,12 @@ from typing import Annotated, Literal, Self
 
 from pydantic import BaseModel, Field, StringConstraints, model_validator
 
+from audience.refs import MAX_REFS, CompanyRefIn, UserRefIn
 from audience.schemas import Body, Pages, unix
 from audience.tags.models import Tag
-from audience.tags.refs import MAX_REFS, CompanyRefIn, NoNul, UserRefIn
 
 # Trimmed before the length check, so "  " is too short rather than a blank tag.
-Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=255), NoNul]
+Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=255)]
 
 
 class TagWrite(Body):

@@ -9,18 +9,17 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from audience.companies.models import Company
-from audience.db import utcnow
+from audience.db import insert_ignore, utcnow
 from audience.errors import Conflict, NotFound
 from audience.pagination import Order, Page, PageParams, paginate
-from audience.tags.models import CompanyTag, Tag, UserTag
-from audience.tags.refs import (
+from audience.refs import (
     CompanyRefIn,
     UserRefIn,
-    insert_links,
     name_prefix,
     resolve_companies,
     resolve_users,
 )
+from audience.tags.models import CompanyTag, Tag, UserTag
 from audience.users.models import User
 from audience.users.service import get_user, live_users
 
@@ -114,7 +113,7 @@ def tag_users(session: Session, *, environment_id: int, id: int, refs: Sequence[
     user_ids = resolve_users(session, environment_id=environment_id, refs=refs)
     now = utcnow()
     rows = [{"tag_id": tag.id, "user_id": user_id, "tagged_at": now} for user_id in user_ids]
-    insert_links(session, UserTag, rows)
+    insert_ignore(session, UserTag, rows)
     return tag
 
 
@@ -127,7 +126,7 @@ def tag_user(
         tag = get_tag(session, environment_id=environment_id, id=tag_id)
     else:
         tag = _tag_named(session, environment_id, name or "")
-    insert_links(session, UserTag, [{"tag_id": tag.id, "user_id": user.id, "tagged_at": utcnow()}])
+    insert_ignore(session, UserTag, [{"tag_id": tag.id, "user_id": user.id, "tagged_at": utcnow()}])
     return tag
 
 
@@ -194,7 +193,7 @@ def tag_companies(
     company_ids = resolve_companies(session, environment_id=environment_id, refs=refs)
     now = utcnow()
     rows = [{"tag_id": tag.id, "company_id": cid, "tagged_at": now} for cid in company_ids]
-    insert_links(session, CompanyTag, rows)
+    insert_ignore(session, CompanyTag, rows)
     return tag
 
 

@@ -10,7 +10,7 @@ from sqlalchemy import Select, delete, func, or_, select
 from sqlalchemy.orm import Session
 
 from audience.attributes.service import write_custom_attributes
-from audience.db import utcnow
+from audience.db import escape_like, utcnow
 from audience.environments.models import Environment
 from audience.errors import AudienceError, Conflict, Invalid, NotFound
 from audience.pagination import Order, Page, PageParams, paginate
@@ -264,10 +264,6 @@ def lookup_user(session: Session, *, environment: Environment, key: str, value: 
     return users[0]
 
 
-def _escape_like(text: str) -> str:
-    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-
-
 def list_users(
     session: Session,
     *,
@@ -286,13 +282,13 @@ def list_users(
     query = live_users(environment_id)
     if q and q.strip():
         term = q.strip()
-        pattern = f"%{_escape_like(term.lower())}%"
+        pattern = f"%{escape_like(term.lower())}%"
         query = query.where(
             or_(
                 func.lower(User.name).like(pattern, escape="\\"),
                 func.lower(User.email).like(pattern, escape="\\"),
-                User.phone.like(f"%{_escape_like(term)}%", escape="\\"),
-                User.user_id.like(f"%{_escape_like(term)}%", escape="\\"),
+                User.phone.like(f"%{escape_like(term)}%", escape="\\"),
+                User.user_id.like(f"%{escape_like(term)}%", escape="\\"),
                 User.user_key == term,
             )
         )

@@ -1,24 +1,22 @@
-"""References to users and companies in request bodies, shared by tags and lists.
+"""References to users and companies in request bodies (tags, lists, company members).
 
 A body names people as `{"id"}`, `{"user_id"}` or `{"email"}` and companies as `{"id"}` or
 `{"company_id"}`. References are resolved in one query per kind, inside one environment, before
 anything is written: an unknown one is a 404 naming it (and its index), and nothing is applied.
-Also here, for both domains: the idempotent insert of link rows, the name-prefix filter and the
-check that keeps NUL characters (which PostgreSQL can't store or compare) out of text.
+Also here: the case-insensitive name-prefix filter.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Annotated, Any, Self
+from typing import Annotated, Self
 
-from pydantic import AfterValidator, Field, model_validator
+from pydantic import Field, model_validator
 from sqlalchemy import ColumnElement, func, select
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import InstrumentedAttribute, Session
 
 from audience.companies.models import Company
-from audience.db import Base
+from audience.db import escape_like
 from audience.errors import AudienceError, Conflict
 from audience.schemas import Body
 from audience.users.models import User
@@ -27,15 +25,7 @@ from audience.users.service import live_users
 MAX_REFS = 1000
 
 
-def no_nul(value: str) -> str:
-    """Refuse NUL as bad input (422/400) on both databases rather than fail on PostgreSQL."""
-    if "\x00" in value:
-        raise ValueError("text must not contain NUL characters")
-    return value
-
-
-NoNul = AfterValidator(no_nul)
-RefValue = Annotated[str, Field(min_length=1, max_length=255), NoNul]
+RefValue = Annotated[str, Field(min_length=1, max_length=255)]
 
 
 class UserRefIn(Body):
@@ -170,18 +160,6 @@ def resolve_companies(
     return _resolved(wanted, found, "company", field)
 
 
-def insert_links(session: Session, model: type[Base], rows: list[dict[str, Any]]) -> None:
-    """Insert link rows, skipping any that exist already (idempotent and safe under races)."""
-    if not rows:
-        return
-    if session.get_bind().dialect.name == "postgresql":
-        statement: Any = postgresql.insert(model).values(rows).on_conflict_do_nothing()
-    else:
-        statement = sqlite.insert(model).values(rows).on_conflict_do_nothing()
-    session.execute(statement)
-
-
 def name_prefix(column: InstrumentedAttribute[str], q: str) -> ColumnElement[bool]:
     """Case-insensitive "starts with" on a name column, with LIKE wildcards taken literally."""
-    escaped = q.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-    return func.lower(column).like(f"{escaped}%", escape="\\")
+    return func.lower(column).like(f"{escape_like(q.lower())}%", escape="\\")
