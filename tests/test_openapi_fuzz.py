@@ -21,9 +21,7 @@ from tests.factories import create_user
 
 _DOCUMENT = create_app(Settings(database_url="sqlite://")).openapi()
 OPERATIONS = [
-    f"{method.upper()} {path}"
-    for path, methods in _DOCUMENT["paths"].items()
-    for method in methods
+    f"{method.upper()} {path}" for path, methods in _DOCUMENT["paths"].items() for method in methods
 ]
 
 
