@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Mapping
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import IntegrityError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 log = logging.getLogger("audience")
@@ -82,10 +84,33 @@ _STATUS_CODES = {
 }
 
 
+_UNIQUE_COLUMNS = (
+    re.compile(r"UNIQUE constraint failed: ([\w., ]+)"),  # SQLite: "users.environment_id, ..."
+    re.compile(r"Key \(([^)]*)\)="),  # PostgreSQL detail: "Key (environment_id, user_id)=(...)"
+)
+
+
+def conflict_from_integrity_error(exc: IntegrityError) -> Conflict:
+    """A unique value taken by a concurrent request: 409 naming the field, never a 500."""
+    text = str(exc.orig)
+    for pattern in _UNIQUE_COLUMNS:
+        match = pattern.search(text)
+        if match:
+            columns = [c.strip().rpartition(".")[2] for c in match.group(1).split(",")]
+            named = [c for c in columns if c != "environment_id"] or columns
+            return Conflict(f"{named[-1]} is already taken", field=named[-1])
+    return Conflict("the change conflicts with a concurrent change; retry")
+
+
 def install(app: FastAPI) -> None:
     @app.exception_handler(AudienceError)
     async def audience_error(_: Request, exc: AudienceError) -> JSONResponse:
         return error_response(exc.status, exc.code, exc.message, exc.field)
+
+    @app.exception_handler(IntegrityError)
+    async def integrity_error(_: Request, exc: IntegrityError) -> JSONResponse:
+        conflict = conflict_from_integrity_error(exc)
+        return error_response(conflict.status, conflict.code, conflict.message, conflict.field)
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:

@@ -519,3 +519,19 @@ def test_timestamps_at_the_calendar_edge_are_rejected(api: TestClient, moment: s
     response = api.post("/api/v1/users", json={"signed_up_at": moment})
     assert response.status_code == 422
     assert error_of(response)["field"] == "signed_up_at"
+
+
+def test_concurrent_creates_of_one_user_id_make_one_user(
+    api: TestClient, database: Database
+) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    def create(_: int) -> int:
+        return int(api.post("/api/v1/users", json={"user_id": "racer"}).status_code)
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        statuses = sorted(pool.map(create, range(16)))
+    assert statuses == [200] + [409] * 15
+    with database.transaction() as session:
+        count = select(func.count()).select_from(User).where(User.user_id == "racer")
+        assert session.scalar(count) == 1
