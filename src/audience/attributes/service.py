@@ -140,12 +140,13 @@ def write_custom_attributes(
     """
     result = dict(current)
     changed: Changes = {}
+    for name in changes:  # before any query: a name PostgreSQL can't compare must not reach it
+        values.check_name(name, field=f"{field_prefix}.{name}")
     definitions = find_definitions(
         session, environment_id=environment_id, model=model, names=list(changes)
     )
     for name, raw in changes.items():
         field = f"{field_prefix}.{name}"
-        values.check_name(name, field=field)
         operation, operand = values.split_operation(raw, field=field)
         definition = definitions.get(name)
         if definition is not None and definition.archived:
