@@ -3,16 +3,22 @@
 from __future__ import annotations
 
 import logging
+import threading
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime
+from typing import Any
 from urllib.parse import parse_qsl
 
 from fastapi import APIRouter, FastAPI
 from fastapi.responses import JSONResponse
-from sqlalchemy import text
+from sqlalchemy import func, select
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from audience import __version__, errors
 from audience.config import Settings
-from audience.db import Database
+from audience.db import Database, utcnow
+from audience.ingest.models import InboxMessage
 
 log = logging.getLogger("audience")
 
@@ -26,8 +32,9 @@ def _api_routers() -> list[APIRouter]:
     from audience.lists.api import router as lists
     from audience.tags.api import router as tags
     from audience.users.api import router as users
+    from audience.users.merge_api import router as merges
 
-    return [users, companies, events, tags, lists, attributes]
+    return [users, companies, events, tags, lists, attributes, merges]
 
 
 class RefuseNul:
@@ -48,6 +55,10 @@ class RefuseNul:
         await self.app(scope, receive, send)
 
 
+def _aware(moment: datetime) -> datetime:
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
 def _nul_field(scope: Scope) -> str | None:
     if "\x00" in scope.get("path", ""):
         return "path"
@@ -60,10 +71,34 @@ def _nul_field(scope: Scope) -> str | None:
     return None
 
 
+def _lifespan(settings: Settings, database: Database) -> Any:
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        stop = threading.Event()
+        worker = None
+        if settings.processor:
+            from audience.ingest.processor import Processor
+
+            processor = Processor(database)
+            worker = threading.Thread(
+                target=processor.run_forever, args=(stop,), name="processor", daemon=True
+            )
+            worker.start()
+        try:
+            yield
+        finally:
+            stop.set()
+            if worker is not None:
+                worker.join(timeout=30)
+
+    return lifespan
+
+
 def create_app(settings: Settings | None = None, *, database: Database | None = None) -> FastAPI:
     settings = settings or Settings()
     database = database or Database(settings)
     app = FastAPI(
+        lifespan=_lifespan(settings, database),
         title="audience",
         version=__version__,
         summary="Self-hosted customer data platform",
@@ -85,10 +120,22 @@ def create_app(settings: Settings | None = None, *, database: Database | None = 
     def healthz() -> JSONResponse:
         try:
             with database.engine.connect() as connection:
-                connection.execute(text("SELECT 1"))
+                waiting, oldest = connection.execute(
+                    select(func.count(), func.min(InboxMessage.received_at))
+                ).one()
         except Exception as exc:  # any driver error means "not healthy", never a crash
             log.warning("health check failed: %s", type(exc).__name__)
             return JSONResponse({"status": "unavailable", "database": "unreachable"}, 503)
-        return JSONResponse({"status": "ok", "database": "ok", "version": __version__})
+        if isinstance(oldest, str):  # SQLite hands back the aggregate as text
+            oldest = datetime.fromisoformat(oldest)
+        lag = 0.0 if oldest is None else max(0.0, (utcnow() - _aware(oldest)).total_seconds())
+        return JSONResponse(
+            {
+                "status": "ok",
+                "database": "ok",
+                "version": __version__,
+                "ingestion": {"waiting": waiting, "lag_seconds": round(lag, 3)},
+            }
+        )
 
     return app

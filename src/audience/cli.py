@@ -294,6 +294,34 @@ def serve(
         )
 
 
+@app.command("worker")
+def worker(
+    once: Annotated[
+        bool, typer.Option("--once", help="Process what is waiting, then exit.")
+    ] = False,
+) -> None:
+    """Run the ingestion processor on its own (set AUDIENCE_PROCESSOR=false for serve then).
+
+    It applies accepted /v1 messages to profiles, events and companies. Only one processor
+    works at a time, so running it beside `serve`'s own is safe, just not faster.
+    """
+    import signal
+    import threading
+
+    from audience.ingest.processor import Processor
+
+    with open_database() as db:
+        processor = Processor(db)
+        if once:
+            out.print(f"processed {processor.drain()} messages")
+            return
+        stop = threading.Event()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(signum, lambda *_: stop.set())
+        out.print(f"processing messages from {describe_database(db.settings)} (Ctrl-C stops)")
+        processor.run_forever(stop)
+
+
 @app.command("migrate")
 def migrate_command() -> None:
     """Bring the database schema to the latest migration (serve also does this on start)."""

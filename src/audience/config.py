@@ -23,6 +23,11 @@ class Settings(BaseSettings):
     sqlite_synchronous: str = Field(
         "FULL", description="SQLite `synchronous` pragma: FULL (durable) or NORMAL (opt-out)."
     )
+    processor: bool = Field(
+        True,
+        description="Run the ingestion processor inside `audience serve` (false when "
+        "`audience worker` processes instead).",
+    )
     log_level: str = Field("info", description="Log level: debug, info, warning, error.")
     bootstrap_app_token: str | None = Field(
         None, description="Fix production's app token at first start."

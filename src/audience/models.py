@@ -6,7 +6,7 @@ from audience.companies.models import Company, Membership
 from audience.db import Base
 from audience.environments.models import ApiKey, Environment
 from audience.events.models import Event
-from audience.ingest.models import FailedMessage, InboxMessage
+from audience.ingest.models import FailedMessage, InboxMessage, ProcessedMessage
 from audience.lists.models import ListMember, UserList
 from audience.tags.models import CompanyTag, Tag, UserTag
 from audience.users.models import AttributeChange, Identity, Merge, User
@@ -27,6 +27,7 @@ __all__ = [
     "ListMember",
     "Membership",
     "Merge",
+    "ProcessedMessage",
     "Tag",
     "User",
     "UserList",

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from sqlalchemy import select
@@ -131,48 +131,46 @@ def write_custom_attributes(
     current: Mapping[str, Any],
     changes: Mapping[str, Any],
     field_prefix: str = "custom_attributes",
+    on_invalid: Callable[[Invalid], None] | None = None,
 ) -> tuple[dict[str, Any], Changes]:
     """Apply `changes` (values or `{"$op": operand}`) to `current`.
 
     Undeclared attributes get an inferred definition from their first value; values are coerced
     to the defined type or rejected (Invalid naming the attribute), so nothing is half-applied.
-    Returns the new attributes and {name: (old, new)} for what actually changed.
+    Returns the new attributes and {name: (old, new)} for what actually changed. With
+    `on_invalid` (ingestion, R-ATTR-1) a bad attribute is reported to it and skipped instead.
     """
     result = dict(current)
     changed: Changes = {}
-    for name in changes:  # before any query: a name PostgreSQL can't compare must not reach it
-        values.check_name(name, field=f"{field_prefix}.{name}")
+    wanted = {}
+    for name, raw in changes.items():  # before any query: PostgreSQL can't compare some names
+        try:
+            values.check_name(name, field=f"{field_prefix}.{name}")
+            wanted[name] = raw
+        except Invalid as invalid:
+            if on_invalid is None:
+                raise
+            on_invalid(invalid)
     definitions = find_definitions(
-        session, environment_id=environment_id, model=model, names=list(changes)
+        session, environment_id=environment_id, model=model, names=list(wanted)
     )
-    for name, raw in changes.items():
-        field = f"{field_prefix}.{name}"
-        operation, operand = values.split_operation(raw, field=field)
-        definition = definitions.get(name)
-        if definition is not None and definition.archived:
-            raise Invalid(f"attribute {name!r} is archived", field=field, code="archived")
-        old = result.get(name)
-        new = values.apply_operation(old, operation, operand, field=field)
-        if new is not None:
-            if definition is None:
-                definition = create_definition(
-                    session,
-                    environment_id=environment_id,
-                    model=model,
-                    name=name,
-                    type=values.infer_type(new),
-                    origin="inferred",
-                )
-                definitions[name] = definition
-            new = values.coerce(new, definition.type, field=field)
-            _check_choice(definition, new, field)
-        if new == old and (new is None) == (name not in result):
-            continue
-        if new is None:
-            result.pop(name, None)
-        else:
-            result[name] = new
-        changed[name] = (old, new)
+    for name, raw in wanted.items():
+        try:
+            _write_one(
+                session,
+                environment_id,
+                model,
+                name,
+                raw,
+                result,
+                changed,
+                definitions,
+                field_prefix,
+            )
+        except Invalid as invalid:
+            if on_invalid is None:
+                raise
+            on_invalid(invalid)
     if len(result) > values.MAX_ATTRIBUTES and len(result) > len(current):
         raise Invalid(
             f"over the limit of {values.MAX_ATTRIBUTES} custom attributes per {model}",
@@ -180,6 +178,47 @@ def write_custom_attributes(
             code="limit_exceeded",
         )
     return result, changed
+
+
+def _write_one(
+    session: Session,
+    environment_id: int,
+    model: str,
+    name: str,
+    raw: Any,
+    result: dict[str, Any],
+    changed: Changes,
+    definitions: dict[str, AttributeDefinition],
+    field_prefix: str,
+) -> None:
+    """Apply one attribute's change to `result` (noting it in `changed`), or raise Invalid."""
+    field = f"{field_prefix}.{name}"
+    operation, operand = values.split_operation(raw, field=field)
+    definition = definitions.get(name)
+    if definition is not None and definition.archived:
+        raise Invalid(f"attribute {name!r} is archived", field=field, code="archived")
+    old = result.get(name)
+    new = values.apply_operation(old, operation, operand, field=field)
+    if new is not None:
+        if definition is None:
+            definition = create_definition(
+                session,
+                environment_id=environment_id,
+                model=model,
+                name=name,
+                type=values.infer_type(new),
+                origin="inferred",
+            )
+            definitions[name] = definition
+        new = values.coerce(new, definition.type, field=field)
+        _check_choice(definition, new, field)
+    if new == old and (new is None) == (name not in result):
+        return
+    if new is None:
+        result.pop(name, None)
+    else:
+        result[name] = new
+    changed[name] = (old, new)
 
 
 def _check_choice(definition: AttributeDefinition, value: Any, field: str) -> None:

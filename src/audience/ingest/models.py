@@ -40,3 +40,21 @@ class FailedMessage(Base):
     received_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
     failed_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
     replayed_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+
+
+class ProcessedMessage(Base):
+    """A message applied without an events row (identify, group, alias) or with warnings.
+
+    Its primary key makes dedupe (R-ING-7) a database rule for those kinds, in the transaction of
+    the effect; track, page and screen dedupe on the events table itself.
+    """
+
+    __tablename__ = "processed_messages"
+
+    environment_id: Mapped[int] = mapped_column(
+        ForeignKey("environments.id", ondelete="CASCADE"), primary_key=True
+    )
+    message_id: Mapped[str] = mapped_column(String(100), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(20))
+    warnings: Mapped[list[dict[str, Any]]] = mapped_column(Json, default=list)
+    processed_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -156,6 +157,7 @@ def _apply(
     source: ChangeSource,
     *,
     created: bool,
+    on_invalid: Callable[[Invalid], None] | None = None,
 ) -> None:
     values = _standard_values(session, environment, None if created else user, data)
     was_identified = bool(user.user_id or user.email or user.phone)
@@ -187,6 +189,7 @@ def _apply(
             model="user",
             current=user.custom_attributes or {},
             changes=data["custom_attributes"],
+            on_invalid=on_invalid,
         )
         changes.update({f"custom_attributes.{name}": change for name, change in custom.items()})
     if changes or created:
@@ -221,8 +224,10 @@ def update_user(
     user: User,
     data: dict[str, Any],
     source: ChangeSource,
+    on_invalid: Callable[[Invalid], None] | None = None,
 ) -> User:
-    _apply(session, environment, user, data, source, created=False)
+    """Apply `data` (UserWrite's fields); `on_invalid` skips bad custom attributes instead."""
+    _apply(session, environment, user, data, source, created=False, on_invalid=on_invalid)
     return user
 
 

@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-11-23 18:04:33.030306
+Create Date: 2026-11-23 18:17:07.698548
 """
 
 from __future__ import annotations
@@ -234,6 +234,27 @@ def upgrade() -> None:
         ),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_lists")),
         sa.UniqueConstraint("environment_id", "name", name=op.f("uq_lists_environment_id_name")),
+    )
+    op.create_table(
+        "processed_messages",
+        sa.Column(
+            "environment_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False
+        ),
+        sa.Column("message_id", sa.String(length=100), nullable=False),
+        sa.Column("kind", sa.String(length=20), nullable=False),
+        sa.Column(
+            "warnings",
+            sa.JSON().with_variant(postgresql.JSONB(astext_type=sa.Text()), "postgresql"),
+            nullable=False,
+        ),
+        sa.Column("processed_at", audience.db.UtcDateTime(timezone=True), nullable=False),
+        sa.ForeignKeyConstraint(
+            ["environment_id"],
+            ["environments.id"],
+            name=op.f("fk_processed_messages_environment_id_environments"),
+            ondelete="CASCADE",
+        ),
+        sa.PrimaryKeyConstraint("environment_id", "message_id", name=op.f("pk_processed_messages")),
     )
     op.create_table(
         "tags",
@@ -655,6 +676,7 @@ def downgrade() -> None:
 
     op.drop_table("users")
     op.drop_table("tags")
+    op.drop_table("processed_messages")
     op.drop_table("lists")
     with op.batch_alter_table("inbox", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_inbox_environment_id"))

@@ -1,0 +1,260 @@
+"""Identity resolution for a batch of messages (R-ID-2, R-ID-4, R-ID-5).
+
+One `Resolver` serves one environment within one processor transaction. `prefetch` loads every
+user the batch's keys can name in a few queries; `resolve` then works from memory (and remembers
+users it creates or changes), so later messages of the batch see what earlier ones did.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from audience.environments.models import Environment
+from audience.ingest.mapping import Keys
+from audience.users import identity
+from audience.users import service as users
+from audience.users.merge import merge_users
+from audience.users.models import Identity, User
+
+
+class Failed(Exception):
+    """A message that can't be applied (R-ING-9): it goes to the failed-messages store."""
+
+    def __init__(self, code: str, message: str, stage: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.stage = stage
+
+
+class Resolver:
+    def __init__(
+        self,
+        session: Session,
+        environment: Environment,
+        *,
+        source: str = "ingest",
+        before_merge: Callable[[], None] | None = None,
+    ) -> None:
+        self.session = session
+        self.environment = environment
+        self.source = source
+        self.before_merge = before_merge
+        self.by_user_id: dict[str, User] = {}
+        self.by_user_key: dict[str, User] = {}
+        self.by_anonymous_id: dict[str, User | None] = {}
+
+    def prefetch(self, all_keys: Iterable[Keys]) -> None:
+        user_ids: set[str] = set()
+        user_keys: set[str] = set()
+        anonymous_ids: set[str] = set()
+        for keys in all_keys:
+            user_ids.update(v for v in (keys.user_id,) if v)
+            user_keys.update(v for v in (keys.user_key,) if v)
+            anonymous_ids.update(v for v in (keys.anonymous_id,) if v)
+        live = users.live_users(self.environment.id)
+        if user_ids:
+            for user in self.session.scalars(live.where(User.user_id.in_(user_ids))):
+                self._remember(user)
+        if user_keys:
+            for user in self.session.scalars(live.where(User.user_key.in_(user_keys))):
+                self._remember(user)
+        if anonymous_ids:
+            rows = self.session.execute(
+                select(Identity.value, User)
+                .join(User, User.id == Identity.user_id)
+                .where(
+                    Identity.environment_id == self.environment.id,
+                    Identity.kind == "anonymous_id",
+                    Identity.value.in_(anonymous_ids),
+                    User.merged_into_id.is_(None),
+                )
+            )
+            for value, user in rows:
+                self.by_anonymous_id[value] = user
+            for value in anonymous_ids:
+                self.by_anonymous_id.setdefault(value, None)
+
+    def _remember(self, user: User) -> None:
+        self.by_user_key[user.user_key] = user
+        if user.user_id:
+            self.by_user_id[user.user_id] = user
+
+    def _by_user_id(self, value: str) -> User | None:
+        if value not in self.by_user_id:
+            user = self.session.scalar(
+                users.live_users(self.environment.id).where(User.user_id == value)
+            )
+            if user is not None:
+                self._remember(user)
+        return self.by_user_id.get(value)
+
+    def _by_user_key(self, value: str) -> User | None:
+        if value not in self.by_user_key:
+            user = self.session.scalar(
+                users.live_users(self.environment.id).where(User.user_key == value)
+            )
+            if user is not None:
+                self._remember(user)
+        return self.by_user_key.get(value)
+
+    def _by_anonymous_id(self, value: str) -> User | None:
+        if value not in self.by_anonymous_id:
+            self.prefetch([Keys(anonymous_id=value)])
+        return self.by_anonymous_id.get(value)
+
+    def _by_lookup(self, kind: str, value: str) -> User:
+        query = users.live_users(self.environment.id)
+        if kind == "email":
+            query = query.where(func.lower(User.email) == func.lower(value))
+        else:
+            region = self.environment.settings.get("phone_region")
+            query = query.where(User.phone == (identity.normalize_phone(value, region) or value))
+        found = list(self.session.scalars(query.limit(2)))
+        if not found:
+            raise Failed("lookup_not_found", f"no user has {kind} {value!r}", "resolve")
+        if len(found) > 1:
+            raise Failed("lookup_ambiguous", f"several users have {kind} {value!r}", "resolve")
+        self._remember(found[0])
+        return found[0]
+
+    def _create(self, user_id: str | None, message_id: str) -> User:
+        data = {} if user_id is None else {"user_id": user_id}
+        user = users.create_user(
+            self.session,
+            environment=self.environment,
+            data=data,
+            source=users.ChangeSource(self.source, message_id),
+        )
+        self._remember(user)
+        return user
+
+    def _attach_anonymous_id(self, user: User, value: str) -> None:
+        self.session.add(
+            Identity(
+                environment_id=self.environment.id,
+                user_id=user.id,
+                kind="anonymous_id",
+                value=value,
+            )
+        )
+        self.by_anonymous_id[value] = user
+
+    def _merge(self, source: User, target: User, reason: str) -> None:
+        if self.before_merge is not None:
+            self.before_merge()
+        self.session.flush()
+        merge_users(
+            self.session,
+            environment_id=self.environment.id,
+            source_id=source.id,
+            target_id=target.id,
+            reason=reason,
+            actor=self.source,
+        )
+        for mapping in (self.by_anonymous_id, self.by_user_key, self.by_user_id):
+            for key, user in list(mapping.items()):
+                if user is source:
+                    if mapping is self.by_anonymous_id:
+                        mapping[key] = target
+                    else:
+                        del mapping[key]
+        self.session.refresh(target)
+
+    def resolve(self, keys: Keys, message_id: str, warnings: list[dict[str, Any]]) -> User:
+        """The user a message applies to, creating or merging as R-ID-2..5 say."""
+        if keys.lookup_error:
+            raise Failed("lookup_invalid", keys.lookup_error, "resolve")
+        found = self._by_user_key(keys.user_key) if keys.user_key else None
+        if found is None and keys.lookup is not None:
+            found = self._by_lookup(*keys.lookup)
+        if found is None and keys.anonymous_id:
+            device = self._by_anonymous_id(keys.anonymous_id)
+            # A device of someone with another user_id is not this person (R-ID-5).
+            if device is not None and (
+                keys.user_id is None or device.user_id in (None, keys.user_id)
+            ):
+                found = device
+        if keys.user_id:
+            target = self._with_user_id(found, keys.user_id, message_id, warnings)
+        else:
+            target = found or self._create(None, message_id)
+        if keys.anonymous_id:
+            self._claim_anonymous_id(target, keys.anonymous_id, warnings)
+        return target
+
+    def _with_user_id(
+        self, found: User | None, user_id: str, message_id: str, warnings: list[dict[str, Any]]
+    ) -> User:
+        owner = self._by_user_id(user_id)
+        if found is None or found is owner:
+            return owner or self._create(user_id, message_id)
+        if found.user_id is None:
+            if owner is None:  # the person the other keys name is identified now
+                found.user_id = user_id
+                self._remember(found)
+                return found
+            self._merge(found, owner, "identify")
+            return owner
+        # R-ID-5: the other keys name someone with another user_id (a shared device, an agent
+        # logged in as a customer): the message is theirs, the other user is left alone.
+        warnings.append(
+            {
+                "code": "identity_conflict",
+                "message": f"the message's keys point to user {found.id} (another user_id); "
+                f"it was applied to the user with userId {user_id!r}",
+            }
+        )
+        return owner or self._create(user_id, message_id)
+
+    def _claim_anonymous_id(
+        self, target: User, anonymous_id: str, warnings: list[dict[str, Any]]
+    ) -> None:
+        holder = self._by_anonymous_id(anonymous_id)
+        if holder is None:
+            self._attach_anonymous_id(target, anonymous_id)
+        elif holder is not target:
+            if holder.user_id is None:
+                self._merge(holder, target, "identify")  # R-ID-4: anonymous -> identified
+            else:
+                warnings.append(
+                    {
+                        "code": "identity_conflict",
+                        "message": f"anonymousId {anonymous_id!r} belongs to user {holder.id} "
+                        "(another user_id); it was not moved",
+                    }
+                )
+
+    def alias(
+        self, previous_id: str, keys: Keys, message_id: str, warnings: list[dict[str, Any]]
+    ) -> User:
+        """`alias(previousId -> userId)`: the earlier identity becomes, or merges into, userId's."""
+        if not keys.user_id:
+            raise Failed("missing_user_id", "alias needs the new userId", "resolve")
+        previous = self._by_user_id(previous_id) or self._by_anonymous_id(previous_id)
+        owner = self._by_user_id(keys.user_id)
+        if previous is None:  # nothing known under previousId: remember it as the user's device
+            target = owner or self._create(keys.user_id, message_id)
+            self._claim_anonymous_id(target, previous_id, warnings)
+            return target
+        if previous is owner:
+            return owner
+        if previous.user_id is None:
+            if owner is None:
+                previous.user_id = keys.user_id
+                self._remember(previous)
+                return previous
+            self._merge(previous, owner, "alias")
+            return owner
+        warnings.append(
+            {
+                "code": "identity_conflict",
+                "message": f"previousId {previous_id!r} is user {previous.id}, who has another "
+                "user_id; two identified users are only merged explicitly",
+            }
+        )
+        return owner or self._create(keys.user_id, message_id)
