@@ -334,3 +334,42 @@ def test_every_accepted_event_is_stored_once(
     deliver(app, database, tenant, *messages)
     with database.transaction(write=False) as session:
         assert session.scalar(select(func.count()).select_from(Event)) == 120
+
+
+def test_an_older_message_arriving_later_does_not_overwrite(
+    app: TestClient, database: Database, tenant: Tenant, api: TestClient
+) -> None:
+    newer = message(
+        "identify",
+        userId="u",
+        traits={"plan": "pro", "city": "Cork"},
+        originalTimestamp="2024-05-01T12:00:00Z",
+    )
+    older = message(
+        "identify",
+        userId="u",
+        traits={"plan": "free", "city": "Dublin", "seats": 2},
+        originalTimestamp="2024-05-01T09:00:00Z",
+    )
+    deliver(app, database, tenant, newer)
+    deliver(app, database, tenant, older)
+    user = user_by(api, user_id="u")
+    assert user["custom_attributes"] == {"plan": "pro", "seats": 2}
+    assert user["city"] == "Cork"
+
+
+def test_a_rest_edit_is_not_overwritten_by_older_tracked_data(
+    app: TestClient, database: Database, tenant: Tenant, api: TestClient
+) -> None:
+    deliver(app, database, tenant, message("identify", userId="u"))
+    user = user_by(api, user_id="u")
+    api.patch(f"/api/v1/users/{user['id']}", json={"custom_attributes": {"plan": "agent-set"}})
+    deliver(
+        app,
+        database,
+        tenant,
+        message(
+            "identify", userId="u", traits={"plan": "old"}, originalTimestamp="2020-01-01T00:00:00Z"
+        ),
+    )
+    assert user_by(api, user_id="u")["custom_attributes"] == {"plan": "agent-set"}

@@ -88,6 +88,7 @@ def apply_profile(
                 data=data,
                 source=_source(message),
                 on_invalid=skip,
+                as_of=message.timestamp,
             )
         except Invalid as invalid:  # a standard value the service refused (e.g. a bad email)
             skip(invalid)
@@ -100,6 +101,7 @@ def apply_profile(
                     data=data,
                     source=_source(message),
                     on_invalid=skip,
+                    as_of=message.timestamp,
                 )
     for name in profile.tags:
         if len(name) > 255:

@@ -80,6 +80,9 @@ class User(Base):
     session_count: Mapped[int] = mapped_column(Integer, default=0)
     page_views: Mapped[int] = mapped_column(Integer, default=0)
     custom_attributes: Mapped[dict[str, Any]] = mapped_column(Json, default=dict)
+    # When each attribute was last written (unix seconds, by the data's own time): an older
+    # message arriving later must not overwrite a newer value (R-ATTR-5).
+    attribute_times: Mapped[dict[str, float]] = mapped_column(Json, default=dict)
     # When a user was merged into another it stays (hidden) so the merge can be undone.
     merged_into_id: Mapped[int | None] = mapped_column(
         ForeignKey("users.id", ondelete="SET NULL"), index=True

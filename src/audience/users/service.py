@@ -145,6 +145,31 @@ def _standard_values(
     return values
 
 
+def _newer_only(user: User, data: dict[str, Any], moment: float) -> dict[str, Any]:
+    """`data` without the attributes written by newer data already (R-ATTR-5); stamps the rest.
+
+    Times are the data's own (a message's corrected timestamp; now for the REST API), so a
+    message that arrives late never overwrites what a later one set.
+    """
+    times = dict(user.attribute_times or {})
+    kept: dict[str, Any] = {}
+    for key, value in data.items():
+        if key == "custom_attributes" and isinstance(value, dict):
+            fresh = {
+                name: item
+                for name, item in value.items()
+                if times.get(f"custom_attributes.{name}", float("-inf")) <= moment
+            }
+            times.update(dict.fromkeys((f"custom_attributes.{name}" for name in fresh), moment))
+            if fresh:
+                kept[key] = fresh
+        elif times.get(key, float("-inf")) <= moment:
+            kept[key] = value
+            times[key] = moment
+    user.attribute_times = times
+    return kept
+
+
 def _derived_name(first: str | None, last: str | None) -> str | None:
     return " ".join(part for part in (first, last) if part) or None
 
@@ -158,7 +183,9 @@ def _apply(
     *,
     created: bool,
     on_invalid: Callable[[Invalid], None] | None = None,
+    as_of: datetime | None = None,
 ) -> None:
+    data = _newer_only(user, data, (as_of or utcnow()).timestamp())
     values = _standard_values(session, environment, None if created else user, data)
     was_identified = bool(user.user_id or user.email or user.phone)
     old_derived = _derived_name(user.first_name, user.last_name)
@@ -210,6 +237,7 @@ def create_user(
         page_views=0,
         created_at=now,
         updated_at=now,
+        attribute_times={},
         **_DEFAULTS,
     )
     session.add(user)
@@ -225,9 +253,23 @@ def update_user(
     data: dict[str, Any],
     source: ChangeSource,
     on_invalid: Callable[[Invalid], None] | None = None,
+    as_of: datetime | None = None,
 ) -> User:
-    """Apply `data` (UserWrite's fields); `on_invalid` skips bad custom attributes instead."""
-    _apply(session, environment, user, data, source, created=False, on_invalid=on_invalid)
+    """Apply `data` (UserWrite's fields); `on_invalid` skips bad custom attributes instead.
+
+    `as_of` is the data's own time (a message's timestamp): attributes written by newer data
+    are left alone (R-ATTR-5). Without it the data is as of now.
+    """
+    _apply(
+        session,
+        environment,
+        user,
+        data,
+        source,
+        created=False,
+        on_invalid=on_invalid,
+        as_of=as_of,
+    )
     return user
 
 

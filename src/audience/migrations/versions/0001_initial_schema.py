@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-11-23 18:17:07.698548
+Create Date: 2026-11-23 19:06:42.466835
 """
 
 from __future__ import annotations
@@ -335,6 +335,11 @@ def upgrade() -> None:
         sa.Column("page_views", sa.Integer(), nullable=False),
         sa.Column(
             "custom_attributes",
+            sa.JSON().with_variant(postgresql.JSONB(astext_type=sa.Text()), "postgresql"),
+            nullable=False,
+        ),
+        sa.Column(
+            "attribute_times",
             sa.JSON().with_variant(postgresql.JSONB(astext_type=sa.Text()), "postgresql"),
             nullable=False,
         ),
