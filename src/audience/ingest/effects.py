@@ -79,7 +79,7 @@ def apply_profile(
     def skip(invalid: Invalid) -> None:
         message.warn(invalid.code, invalid.message, invalid.field)
 
-    if data:
+    while data:
         try:
             users.update_user(
                 session,
@@ -90,19 +90,11 @@ def apply_profile(
                 on_invalid=skip,
                 as_of=message.timestamp,
             )
+            break
         except Invalid as invalid:  # a standard value the service refused (e.g. a bad email)
             skip(invalid)
-            data.pop(invalid.field or "", None)
-            if invalid.field and data:
-                users.update_user(
-                    session,
-                    environment=environment,
-                    user=user,
-                    data=data,
-                    source=_source(message),
-                    on_invalid=skip,
-                    as_of=message.timestamp,
-                )
+            if data.pop(invalid.field or "", None) is None:
+                break
     for name in profile.tags:
         if len(name) > 255:
             message.warn("invalid_trait", "tag names are at most 255 characters", "tags")
