@@ -320,6 +320,19 @@ def test_survivor_empty_attributes_are_filled_from_the_source(api: TestClient) -
     assert after["custom_attributes"] == {"plan": "pro", "seats": 3}
 
 
+def test_filled_values_keep_the_time_they_were_written(api: TestClient, database: Database) -> None:
+    # R-ATTR-5 compares incoming data with these times: the merge must not make a value younger.
+    source = create_user(api, city="Cork")
+    survivor = create_user(api)
+    ids = [int(survivor["id"]), int(source["id"])]
+    written = user_rows(database, ids)[int(source["id"])]["attribute_times"]["city"]
+    body = merged(api, survivor, source)
+    times = user_rows(database, ids)[int(survivor["id"])]["attribute_times"]
+    assert times["city"] == written
+    assert undo(api, body["id"]).status_code == 200
+    assert "city" not in user_rows(database, ids)[int(survivor["id"])]["attribute_times"]
+
+
 def test_identifiers_move_to_a_survivor_that_lacks_them(api: TestClient) -> None:
     survivor = create_user(api, user_id=..., email=..., first_name="Visitor")
     source = create_user(api, user_id="cust-9", email="nine@example.com", phone="+353 1 234 5678")

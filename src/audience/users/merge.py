@@ -15,6 +15,7 @@ ORM loads. `Merge.moved` records exactly what moved and what the survivor held b
     from        {field: source's value before} for the identifiers that moved off the source
     added       {counter: amount the source added} (session_count, page_views)
     updated_at  both users' updated_at before the merge and the one it wrote
+    times       {field: [survivor's write time before, after]} for values taken from the source
     counts      rows moved per kind (the API's moved_counts)
     kept        (after undo) fields left as they were because they changed after the merge
 """
@@ -63,7 +64,7 @@ _NAMES = ("first_name", "last_name")
 _BLANK: dict[str, Any] = {"gender": "unknown", "status": "visitor"}
 _SPECIAL = {
     *("id", "environment_id", "user_key", "merged_into_id", "updated_at", "custom_attributes"),
-    "unsubscribed_from_emails",
+    *("attribute_times", "unsubscribed_from_emails"),
     *(column for columns in _IDENTIFIERS.values() for column in columns),
     *_EARLIER,
     *_LATER,
@@ -204,6 +205,32 @@ def _plan(source: User, target: User) -> tuple[Changes, Changes]:
         if theirs is not None and ours_custom.get(key) is None:
             into[CUSTOM + key] = (None, theirs)
     return into, out
+
+
+def _carry_times(source: User, target: User, into: Changes) -> dict[str, list[Any]]:
+    """A value taken from the source keeps its write time (R-ATTR-5: older data arriving later
+    must not overwrite it), or the survivor's if later: {name: [survivor's before, now]}."""
+    theirs, ours = source.attribute_times or {}, dict(target.attribute_times or {})
+    carried: dict[str, list[Any]] = {}
+    for name in into:
+        if name in theirs:
+            carried[name] = [ours.get(name), max(theirs[name], ours.get(name, theirs[name]))]
+            ours[name] = carried[name][1]
+    if carried:
+        target.attribute_times = ours
+    return carried
+
+
+def _restore_times(merge: Merge, target: User, restored: Changes) -> None:
+    """Write times of the restored fields back as they were (unless written again since)."""
+    times = dict(target.attribute_times or {})
+    for name, (before, after) in merge.moved.get("times", {}).items():
+        if name in restored and times.get(name) == after:
+            if before is None:
+                times.pop(name, None)
+            else:
+                times[name] = before
+    target.attribute_times = times
 
 
 def _runs(ids: Sequence[int]) -> list[Any]:
@@ -371,6 +398,7 @@ def merge_users(
         "at": _dump(now),
     }
     moved["counts"] = counts
+    moved["times"] = _carry_times(source, target, into)
     _write(source, out)
     source.merged_into_id = target_id
     source.updated_at = now
@@ -528,6 +556,7 @@ def undo_merge(session: Session, *, environment_id: int, merge_id: int, actor: s
     now = utcnow()
     into, kept = _restore_survivor(session, merge, target)
     _write(target, into)
+    _restore_times(merge, target, into)
     times = merge.moved.get("updated_at", {})
     untouched = not kept and _dump(target.updated_at) == times.get("at")
     target.updated_at = _load("updated_at", times["into"]) if untouched and times else now
