@@ -235,3 +235,18 @@ def test_anonymous_only_message_reaches_the_identified_owner_of_the_device(
     deliver(app, database, tenant, message("track", anonymousId="device", event="Later"))
     assert live_users(database) == 1
     assert [e["name"] for e in events_of(api, user_by(api, user_id="u-1"))] == ["Later"]
+
+
+def test_user_id_of_an_explicitly_merged_user_reaches_the_survivor(
+    app: TestClient, database: Database, tenant: Tenant, api: TestClient
+) -> None:
+    deliver(
+        app, database, tenant, message("identify", userId="u-1"), message("identify", userId="u-2")
+    )
+    first, second = user_by(api, user_id="u-1"), user_by(api, user_id="u-2")
+    merged = api.post(f"/api/v1/users/{second['id']}/merge", json={"from": first["id"]})
+    assert merged.status_code == 200, merged.text
+    deliver(app, database, tenant, message("track", userId="u-1", event="After merge"))
+    assert failures(database) == []
+    assert [e["name"] for e in events_of(api, user_by(api, user_id="u-2"))] == ["After merge"]
+    assert live_users(database) == 1

@@ -20,6 +20,7 @@ from audience.events.models import Event
 from audience.pagination import Order, Page, PageParams, paginate
 from audience.schemas import parse_id
 from audience.users import service as users
+from audience.users.merge import hold_user
 from audience.users.models import User
 
 MAX_PROPERTIES_BYTES = 10 * 1024  # R-ATTR-2: event properties ≤10 KB serialised
@@ -128,6 +129,8 @@ def create_event(
     properties = properties or {}
     check_properties(properties)
     message_id = message_id or str(uuid.uuid4())
+    # Lock the user against a concurrent merge and follow one that finished (R-ID-8).
+    user = hold_user(session, environment_id=environment.id, id=user.id)
     event = _insert_once(
         session,
         {

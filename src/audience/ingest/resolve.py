@@ -17,7 +17,7 @@ from audience.environments.models import Environment
 from audience.ingest.mapping import Keys
 from audience.users import identity
 from audience.users import service as users
-from audience.users.merge import merge_users
+from audience.users.merge import hold_user, merge_users
 from audience.users.models import Identity, User
 
 
@@ -56,7 +56,9 @@ class Resolver:
             user_ids.update(v for v in (keys.user_id,) if v)
             user_keys.update(v for v in (keys.user_key,) if v)
             anonymous_ids.update(v for v in (keys.anonymous_id,) if v)
-        live = users.live_users(self.environment.id)
+        # Locked against a concurrent REST merge until the batch commits (R-ID-8); a no-op on
+        # SQLite, whose writers already take turns.
+        live = users.live_users(self.environment.id).with_for_update(key_share=True)
         if user_ids:
             for user in self.session.scalars(live.where(User.user_id.in_(user_ids))):
                 self._remember(user)
@@ -73,6 +75,7 @@ class Resolver:
                     Identity.value.in_(anonymous_ids),
                     User.merged_into_id.is_(None),
                 )
+                .with_for_update(of=User, key_share=True)
             )
             for value, user in rows:
                 self.by_anonymous_id[value] = user
@@ -86,11 +89,16 @@ class Resolver:
 
     def _by_user_id(self, value: str) -> User | None:
         if value not in self.by_user_id:
-            user = self.session.scalar(
-                users.live_users(self.environment.id).where(User.user_id == value)
+            holder = self.session.scalar(
+                select(User.id).where(
+                    User.environment_id == self.environment.id, User.user_id == value
+                )
             )
-            if user is not None:
-                self._remember(user)
+            if holder is not None:
+                # A user merged away explicitly keeps its user_id: follow it to the survivor.
+                survivor = hold_user(self.session, environment_id=self.environment.id, id=holder)
+                self.by_user_key[survivor.user_key] = survivor
+                self.by_user_id[value] = survivor
         return self.by_user_id.get(value)
 
     def _by_user_key(self, value: str) -> User | None:

@@ -50,7 +50,7 @@ from audience.lists.models import ListMember, UserList
 from audience.pagination import Order, Page, PageParams, paginate
 from audience.tags.models import Tag, UserTag
 from audience.users.models import Identity, Merge, User
-from audience.users.service import ChangeSource, _record
+from audience.users.service import ChangeSource, record_changes
 
 Changes = dict[str, tuple[Any, Any]]
 
@@ -407,8 +407,8 @@ def merge_users(
     target.updated_at = now
     session.flush()
     change = ChangeSource("merge", f"merge:{merge.id}")
-    _record(session, target, into, change)
-    _record(session, source, out, change)
+    record_changes(session, target, into, change)
+    record_changes(session, source, out, change)
     merge.moved = moved
     session.flush()
     return merge
@@ -568,12 +568,12 @@ def undo_merge(session: Session, *, environment_id: int, merge_id: int, actor: s
     session.flush()
     _move_back(session, merge, source_id=source_id, target_id=target_id)
     change = ChangeSource("merge", f"unmerge:{merge.id}")
-    _record(session, target, into, change)
-    _record(session, source, out, change)
+    record_changes(session, target, into, change)
+    record_changes(session, source, out, change)
     kept_now = {
         n: (_value(target, n), _value(target, n)) for n in kept if not n.startswith("from.")
     }
-    _record(session, target, kept_now, ChangeSource("merge", f"unmerge:{merge.id}:kept"))
+    record_changes(session, target, kept_now, ChangeSource("merge", f"unmerge:{merge.id}:kept"))
     merge.moved = {**merge.moved, "kept": kept, "undone_by": actor}
     merge.undone_at = now
     session.flush()

@@ -133,6 +133,10 @@ class Merge(Base):
     """The merge log (R-ID-7): who was merged into whom, why, and what moved, for undo."""
 
     __tablename__ = "merges"
+    __table_args__ = (
+        Index("ix_merges_environment_id_into_user_id", "environment_id", "into_user_id"),
+        Index("ix_merges_environment_id_from_user_id", "environment_id", "from_user_id"),
+    )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
     environment_id: Mapped[int] = _env_fk()

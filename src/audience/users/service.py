@@ -89,7 +89,7 @@ def _history_value(value: Any) -> Any:
     return unix(value) if isinstance(value, datetime) else value
 
 
-def _record(
+def record_changes(
     session: Session, user: User, changes: dict[str, tuple[Any, Any]], source: ChangeSource
 ) -> None:
     now = utcnow()
@@ -222,7 +222,7 @@ def _apply(
     if changes or created:
         user.updated_at = utcnow()
         session.flush()
-        _record(session, user, changes, source)
+        record_changes(session, user, changes, source)
 
 
 def create_user(
@@ -275,12 +275,23 @@ def update_user(
 
 def delete_user(session: Session, *, environment_id: int, id: int) -> None:
     user = get_user(session, environment_id=environment_id, id=id)
-    # Rows of merged-away users point here too; the FKs cascade to events, tags, lists, history.
+    # Users merged into this one (and into those, ...) are part of the person: they go too,
+    # else they would come back to life. The FKs cascade to events, tags, lists and history.
+    chain, frontier = [user.id], [user.id]
+    while frontier:
+        frontier = list(
+            session.scalars(
+                select(User.id).where(
+                    User.environment_id == environment_id, User.merged_into_id.in_(frontier)
+                )
+            )
+        )
+        chain += frontier
     session.execute(
-        delete(User).where(User.environment_id == environment_id, User.merged_into_id == user.id)
+        delete(User).where(User.environment_id == environment_id, User.id.in_(chain)),
+        execution_options={"synchronize_session": False},
     )
-    session.delete(user)
-    session.flush()
+    session.expunge(user)
 
 
 def lookup_user(session: Session, *, environment: Environment, key: str, value: str) -> User:

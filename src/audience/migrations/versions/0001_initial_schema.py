@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-11-23 19:06:42.466835
+Create Date: 2026-11-23 19:20:32.926354
 """
 
 from __future__ import annotations
@@ -621,6 +621,18 @@ def upgrade() -> None:
         ),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_merges")),
     )
+    with op.batch_alter_table("merges", schema=None) as batch_op:
+        batch_op.create_index(
+            "ix_merges_environment_id_from_user_id",
+            ["environment_id", "from_user_id"],
+            unique=False,
+        )
+        batch_op.create_index(
+            "ix_merges_environment_id_into_user_id",
+            ["environment_id", "into_user_id"],
+            unique=False,
+        )
+
     op.create_table(
         "user_tags",
         sa.Column("tag_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
@@ -646,6 +658,10 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f("ix_user_tags_user_id"))
 
     op.drop_table("user_tags")
+    with op.batch_alter_table("merges", schema=None) as batch_op:
+        batch_op.drop_index("ix_merges_environment_id_into_user_id")
+        batch_op.drop_index("ix_merges_environment_id_from_user_id")
+
     op.drop_table("merges")
     with op.batch_alter_table("list_members", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_list_members_user_id"))
