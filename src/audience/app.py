@@ -29,12 +29,14 @@ def _api_routers() -> list[APIRouter]:
     from audience.attributes.api import router as attributes
     from audience.companies.api import router as companies
     from audience.events.api import router as events
+    from audience.failed.api import router as failed_messages
     from audience.lists.api import router as lists
+    from audience.mappings.api import router as mappings
     from audience.tags.api import router as tags
     from audience.users.api import router as users
     from audience.users.merge_api import router as merges
 
-    return [users, companies, events, tags, lists, attributes, merges]
+    return [users, companies, events, tags, lists, attributes, merges, failed_messages, mappings]
 
 
 class RefuseNul:

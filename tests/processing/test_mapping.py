@@ -373,3 +373,28 @@ def test_a_rest_edit_is_not_overwritten_by_older_tracked_data(
         ),
     )
     assert user_by(api, user_id="u")["custom_attributes"] == {"plan": "agent-set"}
+
+
+def test_group_traits_describe_the_company_not_the_user(
+    app: TestClient, database: Database, tenant: Tenant, api: TestClient
+) -> None:
+    deliver(app, database, tenant, message("identify", userId="u", traits={"name": "Ada"}))
+    deliver(
+        app,
+        database,
+        tenant,
+        message("group", userId="u", groupId="g", traits={"name": "Acme", "plan": "pro"}),
+    )
+    user = user_by(api, user_id="u")
+    assert user["name"] == "Ada" and user["custom_attributes"] == {}
+
+
+def test_a_group_that_fails_leaves_nothing_half_applied(
+    app: TestClient, database: Database, tenant: Tenant, api: TestClient
+) -> None:
+    deliver(app, database, tenant, message("identify", userId="u"))
+    bad = message("group", userId="u", groupId=" padded ", context={"traits": {"plan": "changed"}})
+    deliver(app, database, tenant, bad, message("identify", userId="u", traits={"seats": 2}))
+    user = user_by(api, user_id="u")
+    assert user["custom_attributes"] == {"seats": 2}
+    assert user["companies"]["companies"] == []

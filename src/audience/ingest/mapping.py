@@ -87,8 +87,11 @@ def _dict(value: Any) -> dict[str, Any]:
 
 
 def traits_of(message: dict[str, Any]) -> dict[str, Any]:
-    """`context.traits` overlaid with the message's own traits (identify and group have them)."""
-    own = _dict(message.get("traits")) if message["type"] in ("identify", "group") else {}
+    """The person's traits: `context.traits`, overlaid with identify's own traits.
+
+    A group call's own traits describe the company, never the user.
+    """
+    own = _dict(message.get("traits")) if message["type"] == "identify" else {}
     return {**_dict(_dict(message.get("context")).get("traits")), **own}
 
 

@@ -33,6 +33,8 @@ from audience.ingest.resolve import Failed, Resolver
 log = logging.getLogger("audience.processor")
 
 BATCH_SIZE = 500
+# Kinds whose effects can fail after the profile is written (the company of group, identify).
+_MAY_FAIL_LATE = frozenset({"group", "identify"})
 _LOCK_KEY = 0x61756469  # "audi": the PostgreSQL advisory lock that makes one processor at a time
 
 
@@ -129,9 +131,17 @@ def _apply(session: Session, rows: Sequence[InboxMessage]) -> None:
         batch.resolver.prefetch(keys_of(m.payload, traits_of(m.payload)) for _, m in messages)
         for row, message in messages:
             try:
-                _apply_one(batch, message)
+                if message.kind in _MAY_FAIL_LATE:
+                    # A company that can't be stored fails the message after the profile was
+                    # written: a savepoint takes that back (nothing half-applied, R-ING-4).
+                    with session.begin_nested():
+                        _apply_one(batch, message)
+                else:
+                    _apply_one(batch, message)
             except Failed as failure:
                 batch.failed.append(_failure(row, failure.code, failure.message, failure.stage))
+                if message.kind in _MAY_FAIL_LATE:  # its cached users may be rolled back
+                    batch.resolver = Resolver(session, environment, before_merge=batch.flush_events)
                 continue
             if message.kind not in effects.EVENT_KINDS or message.warnings:
                 batch.processed.append(
