@@ -10,6 +10,7 @@ from audience.pagination import Pagination
 from audience.schemas import parse_id
 from audience.users import merge as service
 from audience.users.merge_schemas import MergeIn, MergeList, MergeObject, merge_object
+from audience.users.unmerge import undo_merge as undo
 
 router = APIRouter(tags=["merges"], route_class=TransactionRoute)
 
@@ -62,7 +63,7 @@ def list_user_merges(
 def undo_merge(
     id: str, request: Request, environment: CurrentEnvironment, session: DbSession
 ) -> MergeObject:
-    merge = service.undo_merge(
+    merge = undo(
         session,
         environment_id=environment.id,
         merge_id=parse_id(id, "merge"),
