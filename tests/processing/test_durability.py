@@ -11,10 +11,13 @@ What a sender does with a request that failed:
   or may not have been committed. Even-numbered batches are then sent again with the same
   messageIds, as the SDKs retry, which exercises dedupe of a batch that may be stored twice;
   odd-numbered ones are abandoned.
+Every fourth acknowledged batch is also delivered a second time, as when a reply is lost on its
+way back: both copies may then wait in the inbox at once, across restarts.
 
 Then the processor drains the inbox (/healthz until `ingestion.waiting == 0`) and the test proves:
 - every acknowledged (2xx) message is stored exactly once: one events row per track/page
-  messageId, on the user of its userId, and identify's traits on that user;
+  messageId, on the user of its userId, and identify's traits on that user, however many times
+  it was delivered;
 - no message of an ambiguous batch is stored twice, and a batch is all there or not at all (one
   request is one transaction);
 - no profile is half-applied: each identify sets two traits together, and they are both there or
@@ -25,6 +28,7 @@ Then the processor drains the inbox (/healthz until `ingestion.waiting == 0`) an
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 import signal
@@ -142,6 +146,7 @@ class Sent:
     messages: list[dict[str, Any]]
     acked: bool = False
     ambiguous: int = 0  # requests of this batch that were sent but got no answer
+    redelivered: bool = False  # acknowledged, then sent (and acknowledged) once more
     attempts: int = 0
 
 
@@ -221,6 +226,14 @@ def _send(
             if not sent.acked and not sent.ambiguous:
                 ledger.errors.append(f"batch {sender}/{number}: never sent within 60s")
                 return
+            if sent.acked and number % 4 == 1:
+                # Delivered again although acknowledged, as when a reply is lost on the way:
+                # both copies may wait in the inbox together (R-ING-7 must hold across them).
+                with contextlib.suppress(httpx.TransportError):
+                    response = client.post(
+                        f"{server.url()}/v1/batch", json={"batch": sent.messages}
+                    )
+                    sent.redelivered = response.status_code == 200
             time.sleep(0.01)  # a steady stream rather than a flood: keeps the drain short
 
 
@@ -279,8 +292,16 @@ def test_acknowledged_messages_survive_sigkill_exactly_once(
 
 def _check(database: Database, tenant: Tenant, ledger: Ledger) -> None:
     with database.transaction(write=False) as session:
-        inbox_left = session.scalar(select(func.count()).select_from(InboxMessage))
-        failed = list(session.scalars(select(FailedMessage.error_message)))
+        inbox_left = session.scalar(
+            select(func.count())
+            .select_from(InboxMessage)
+            .where(InboxMessage.environment_id == tenant.id)
+        )
+        failed = list(
+            session.scalars(
+                select(FailedMessage.error_message).where(FailedMessage.environment_id == tenant.id)
+            )
+        )
         events = session.execute(
             select(Event.message_id, Event.kind, User.user_id)
             .join(User, User.id == Event.user_id)
@@ -314,6 +335,7 @@ def _check(database: Database, tenant: Tenant, ledger: Ledger) -> None:
     acked = [batch for batch in ledger.batches if batch.acked]
     ambiguous = [batch for batch in ledger.batches if not batch.acked]
     assert len(acked) >= 3 * KILLS + 4
+    assert any(batch.redelivered for batch in acked)
     for batch in acked:
         for message in batch.messages:
             message_id = message["messageId"]
@@ -334,10 +356,9 @@ def _check(database: Database, tenant: Tenant, ledger: Ledger) -> None:
         by_user_id[user_id] = custom
         # the counter and the events rows of page calls are written together, and only once
         assert page_views == page_events[user_id], user_id
-        traits = {key: custom.get(key) for key in ("plan", "seats")}
-        assert (None in traits.values()) == (traits == {"plan": None, "seats": None}), (
-            f"{user_id} is half-applied: {traits}"
-        )
+        # identify's two traits are written together or not at all
+        plan, seats = custom.get("plan"), custom.get("seats")
+        assert (plan is None) == (seats is None), f"{user_id} is half-applied: {custom}"
     for batch in acked:
         for message in batch.messages:
             if message["type"] == "identify":
@@ -346,5 +367,6 @@ def _check(database: Database, tenant: Tenant, ledger: Ledger) -> None:
     print(
         f"durability: {len(ledger.batches)} batches, {len(acked)} acknowledged, "
         f"{sum(b.ambiguous for b in ledger.batches)} unanswered requests, "
-        f"{len(ambiguous)} batches abandoned, {len(copies)} events"
+        f"{len(ambiguous)} batches abandoned, "
+        f"{sum(b.redelivered for b in ledger.batches)} delivered twice, {len(copies)} events"
     )
