@@ -67,7 +67,7 @@ from audience.ingest.processor import Processor
 from audience.tags.models import Tag, UserTag
 from audience.users.identity import is_blocked
 from audience.users.models import Identity, Merge, User
-from tests.conftest import PG_URL, Tenant, make_tenant
+from tests.conftest import Tenant, make_tenant
 from tests.processing.helpers import deliver, message, send, user_by
 
 USER_IDS = ("u1", "u2", "u3")
@@ -632,13 +632,6 @@ def test_a_rest_merge_racing_a_processor_batch_loses_no_event(
     assert _events_by_owner(database, tenant) == {int(survivor["id"]): ["Before", "Raced"]}
 
 
-@pytest.mark.xfail(
-    bool(PG_URL),
-    strict=True,
-    reason="PostgreSQL: Resolver._by_lookup reads the user an email/phone lookup names without "
-    "the FOR NO KEY UPDATE lock prefetch takes, so a REST merge committing before the batch "
-    "is written leaves the event on the merged-away user (R-ID-8)",
-)
 def test_a_rest_merge_racing_a_lookup_message_loses_no_event(
     app: TestClient, database: Database, tenant: Tenant
 ) -> None:

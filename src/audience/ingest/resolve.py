@@ -104,7 +104,9 @@ class Resolver:
     def _by_user_key(self, value: str) -> User | None:
         if value not in self.by_user_key:
             user = self.session.scalar(
-                users.live_users(self.environment.id).where(User.user_key == value)
+                users.live_users(self.environment.id)
+                .where(User.user_key == value)
+                .with_for_update(key_share=True)
             )
             if user is not None:
                 self._remember(user)
@@ -122,7 +124,8 @@ class Resolver:
         else:
             region = self.environment.settings.get("phone_region")
             query = query.where(User.phone == (identity.normalize_phone(value, region) or value))
-        found = list(self.session.scalars(query.limit(2)))
+        # Locked like prefetch's users, so a concurrent merge waits for this batch (R-ID-8).
+        found = list(self.session.scalars(query.limit(2).with_for_update(key_share=True)))
         if not found:
             raise Failed("lookup_not_found", f"no user has {kind} {value!r}", "resolve")
         if len(found) > 1:
