@@ -1,7 +1,7 @@
 """The processor alone, and what candidate fixes to it would gain (measured, not guessed).
 
     .venv/bin/python bench/processor.py --database sqlite|postgresql [--messages 5000]
-        [--users 100000] [--variants baseline,negative_cache,...]
+        [--users 100000] [--variants baseline,partial_phone_index]
 
 Fills an inbox once through the real accept path (`audience serve` with AUDIENCE_PROCESSOR=false,
 the workload of bench/ingest.py), then for each variant copies that database (SQLite: the file;
@@ -10,26 +10,23 @@ process with the variant's patches applied. Reports wall time, the processor's C
 (robust when other work shares the machine) and, on PostgreSQL, the backend's CPU, and checks
 that every variant leaves the same rows.
 
-The variants are monkeypatches of src/ for measurement only; each names the change it stands
-for in src/ (see docs/benchmarks.md):
+The variants are monkeypatches of src/ (or schema changes to the copy) for measurement only;
+each names the change it stands for (see docs/benchmarks.md):
 
-- negative_cache: Resolver.prefetch remembers which userIds/userKeys it did not find, so
-  `_by_user_id` doesn't query (and autoflush) again for every new person.
-- user_id_check: users.service._check_user_id skips its SELECT (the resolver has just
-  established who owns the userId; the unique constraint still guards it).
-- definitions_cache: attribute definitions looked up once per batch, not once per message.
-- events_executemany: the events insert as one cached executemany instead of a 500-row
-  VALUES statement compiled afresh every batch.
+- baseline: src/ as it is.
 - partial_phone_index: `ix_users_environment_id_phone` made partial (`WHERE phone IS NOT
   NULL`), a schema change applied to the copy: without statistics PostgreSQL's planner picks
   that index for `environment_id = ? AND user_id = ?` and reads every user of the environment.
-- all: the four patches and the partial index together.
+
+Two environment variables look inside a drain: `BENCH_STATEMENTS=FILE` appends the most
+frequent SQL statements with their counts to FILE, `BENCH_CPROFILE=FILE` writes cProfile stats.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import cProfile
 import json
 import os
 import shutil
@@ -37,6 +34,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -48,99 +46,13 @@ import ingest  # the sibling benchmark: workload, databases, server
 COUNTED = ("events", "users", "identities", "attribute_changes", "companies", "failed_messages")
 
 
-# --- the candidate fixes, as patches ----------------------------------------------------------
-
-
-def negative_cache() -> None:
-    from audience.ingest import resolve
-
-    original = resolve.Resolver.prefetch
-
-    def prefetch(self: Any, all_keys: Any) -> None:
-        keys = list(all_keys)
-        original(self, keys)
-        for key in keys:
-            if key.user_id and key.user_id not in self.by_user_id:
-                self.by_user_id[key.user_id] = None
-            if key.user_key and key.user_key not in self.by_user_key:
-                self.by_user_key[key.user_key] = None
-
-    resolve.Resolver.prefetch = prefetch  # type: ignore[method-assign]
-
-
-def user_id_check() -> None:
-    from audience.errors import Invalid
-    from audience.users import identity, service
-
-    def check(session: Any, environment_id: int, value: str, user: Any) -> None:
-        if value != value.strip():
-            raise Invalid("user_id must not have leading or trailing spaces", field="user_id")
-        if identity.is_blocked(value):
-            raise Invalid(f"{value!r} is a placeholder, not a user id", field="user_id")
-
-    service._check_user_id = check
-
-
-def definitions_cache() -> None:
-    from audience.attributes import service
-    from audience.ingest import processor
-
-    memo: dict[tuple[int, str, str], Any] = {}
-    find, create = service.find_definitions, service.create_definition
-
-    def find_definitions(
-        session: Any, *, environment_id: int, model: str, names: list[str]
-    ) -> dict[str, Any]:
-        missing = [name for name in names if (environment_id, model, name) not in memo]
-        if missing:
-            found = find(session, environment_id=environment_id, model=model, names=missing)
-            for name in missing:
-                memo[(environment_id, model, name)] = found.get(name)
-        return {
-            name: memo[(environment_id, model, name)]
-            for name in names
-            if memo[(environment_id, model, name)] is not None
-        }
-
-    def create_definition(session: Any, **kwargs: Any) -> Any:
-        definition = create(session, **kwargs)
-        memo[(kwargs["environment_id"], kwargs["model"], kwargs["name"])] = definition
-        return definition
-
-    run_once = processor.Processor.run_once
-
-    def run_once_fresh(self: Any) -> int:
-        memo.clear()  # definitions are objects of one session: one batch at a time
-        return run_once(self)
-
-    service.find_definitions = find_definitions
-    service.create_definition = create_definition
-    processor.Processor.run_once = run_once_fresh  # type: ignore[method-assign]
-
-
-def events_executemany() -> None:
-    from sqlalchemy.dialects import postgresql, sqlite
-
-    from audience.ingest import processor
-
-    def insert_ignore(session: Any, model: Any, rows: list[dict[str, Any]]) -> None:
-        if not rows:
-            return
-        dialect = session.get_bind().dialect.name
-        insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
-        session.execute(insert(model.__table__).on_conflict_do_nothing(), rows)
-
-    processor.insert_ignore = insert_ignore
-
+# --- candidate fixes, as patches -------------------------------------------------------------
+# The fixes measured here first (negative cache, user_id check, definitions cache, events
+# executemany) are in src/ now; add a function per new candidate and name it in PATCHES.
 
 PATCHES: dict[str, list[Callable[[], None]]] = {
     "baseline": [],
-    "negative_cache": [negative_cache],
-    "user_id_check": [user_id_check],
-    "definitions_cache": [definitions_cache],
-    "events_executemany": [events_executemany],
     "partial_phone_index": [],
-    "all": [negative_cache, user_id_check, definitions_cache, events_executemany],
 }
 # Schema changes, applied to the variant's copy before it drains.
 PARTIAL_PHONE_INDEX = (
@@ -148,10 +60,7 @@ PARTIAL_PHONE_INDEX = (
     "CREATE INDEX ix_users_environment_id_phone ON users (environment_id, phone) "
     "WHERE phone IS NOT NULL",
 )
-SCHEMA: dict[str, tuple[str, ...]] = {
-    "partial_phone_index": PARTIAL_PHONE_INDEX,
-    "all": PARTIAL_PHONE_INDEX,
-}
+SCHEMA: dict[str, tuple[str, ...]] = {"partial_phone_index": PARTIAL_PHONE_INDEX}
 
 
 def apply_schema(target: ingest.Target, statements: tuple[str, ...]) -> None:
@@ -185,17 +94,30 @@ def run_variant(name: str, database: str | None) -> None:
     db = Database(Settings())
     statements = 0
 
-    def count(*_: Any) -> None:
+    kinds: Counter[str] = Counter()
+
+    def count(_conn: Any, _cursor: Any, sql: str, *_: Any) -> None:
         nonlocal statements
         statements += 1
+        kinds[" ".join(sql.split())[:70]] += 1
 
     event.listen(db.engine, "before_cursor_execute", count)
+    profile_path = os.environ.get("BENCH_CPROFILE")  # a file: cProfile stats of the drain
+    profiler = cProfile.Profile() if profile_path else None
     started, cpu = time.perf_counter(), time.process_time()
+    if profiler is not None:
+        profiler.enable()
     processed = Processor(db).drain()
     wall, cpu = time.perf_counter() - started, time.process_time() - cpu
+    if profiler is not None and profile_path:
+        profiler.disable()
+        profiler.dump_stats(profile_path)
     backend = ingest.postgres_cpu_seconds(database)  # before the pool's connections close
     db.dispose()
     figures = {"processed": processed, "wall": wall, "cpu": cpu, "backend": backend}
+    if path := os.environ.get("BENCH_STATEMENTS"):  # a file: which statements, most first
+        with open(path, "a") as out:
+            out.writelines(f"{times:8,}  {sql}\n" for sql, times in kinds.most_common(20))
     print(json.dumps({**figures, "statements": statements}))
 
 

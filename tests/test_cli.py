@@ -21,7 +21,7 @@ from typing import Any
 import httpx
 import pytest
 import uvicorn
-from sqlalchemy import create_engine, inspect, make_url, select
+from sqlalchemy import create_engine, inspect, make_url, select, text
 from typer.testing import CliRunner
 
 from audience.agents.models import Agent
@@ -29,9 +29,9 @@ from audience.agents.service import verify_password
 from audience.cli import (
     agents_app,
     app,
-    durability_warnings,
     environments_app,
     keys_app,
+    server_warnings,
     users_app,
 )
 from audience.config import Settings
@@ -379,20 +379,20 @@ def test_serve_no_migrate_refuses_an_unmigrated_database(
     assert server.calls == []
 
 
-def test_durability_warnings_are_for_postgresql_only(data_dir: Path) -> None:
+def test_server_warnings_are_for_postgresql_only(data_dir: Path) -> None:
     with database(data_dir) as db:
-        assert durability_warnings(db.engine) == []
+        assert server_warnings(db.engine) == []
 
 
 @pytest.mark.skipif(
     not os.environ.get("AUDIENCE_TEST_DATABASE_URL"), reason="needs AUDIENCE_TEST_DATABASE_URL"
 )
-def test_durability_warnings_name_synchronous_commit_off() -> None:
+def test_server_warnings_name_synchronous_commit_off() -> None:
     url = make_url(os.environ["AUDIENCE_TEST_DATABASE_URL"]).set(drivername="postgresql+psycopg")
     # A per-connection setting: the server itself is left alone.
     engine = create_engine(url, connect_args={"options": "-c synchronous_commit=off"})
     try:
-        warnings = durability_warnings(engine)
+        warnings = server_warnings(engine)
     finally:
         engine.dispose()
     assert any("synchronous_commit is off" in warning for warning in warnings)
@@ -470,3 +470,18 @@ def test_serve_end_to_end_creates_and_looks_up_a_user(tmp_path: Path) -> None:
     output_text = log.read_text()
     assert "first start" in output_text
     assert api_key not in output_text and "e2e-owner-password" not in output_text
+
+
+@pytest.mark.skipif(
+    not os.environ.get("AUDIENCE_TEST_DATABASE_URL"), reason="needs AUDIENCE_TEST_DATABASE_URL"
+)
+def test_server_warnings_name_autovacuum_exactly_when_it_is_off() -> None:
+    url = make_url(os.environ["AUDIENCE_TEST_DATABASE_URL"]).set(drivername="postgresql+psycopg")
+    engine = create_engine(url)
+    try:
+        with engine.connect() as connection:
+            off = connection.execute(text("SHOW autovacuum")).scalar() == "off"
+        warnings = server_warnings(engine)
+    finally:
+        engine.dispose()
+    assert any("autovacuum is off" in warning for warning in warnings) == off

@@ -19,6 +19,7 @@ from audience import __version__, errors
 from audience.config import Settings
 from audience.db import Database, utcnow
 from audience.ingest.models import InboxMessage
+from audience.ratelimit import RateLimits
 
 log = logging.getLogger("audience")
 
@@ -30,13 +31,29 @@ def _api_routers() -> list[APIRouter]:
     from audience.companies.api import router as companies
     from audience.events.api import router as events
     from audience.failed.api import router as failed_messages
+    from audience.jobs.api import router as jobs
     from audience.lists.api import router as lists
     from audience.mappings.api import router as mappings
+    from audience.segments.api import router as search
     from audience.tags.api import router as tags
     from audience.users.api import router as users
     from audience.users.merge_api import router as merges
+    from audience.webhooks.api import router as webhooks
 
-    return [users, companies, events, tags, lists, attributes, merges, failed_messages, mappings]
+    return [
+        users,
+        companies,
+        events,
+        tags,
+        lists,
+        attributes,
+        merges,
+        failed_messages,
+        mappings,
+        webhooks,
+        search,
+        jobs,
+    ]
 
 
 class RefuseNul:
@@ -77,21 +94,40 @@ def _lifespan(settings: Settings, database: Database) -> Any:
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         stop = threading.Event()
-        worker = None
+        threads = []
         if settings.processor:
             from audience.ingest.processor import Processor
 
             processor = Processor(database)
-            worker = threading.Thread(
-                target=processor.run_forever, args=(stop,), name="processor", daemon=True
+            threads.append(
+                threading.Thread(
+                    target=processor.run_forever, args=(stop,), name="processor", daemon=True
+                )
             )
-            worker.start()
+        if settings.webhook_sender:
+            from audience.webhooks.deliver import Deliverer
+
+            sender = Deliverer(database, allow_private=settings.webhook_allow_private)
+            threads.append(
+                threading.Thread(
+                    target=sender.run_forever, args=(stop,), name="webhook-sender", daemon=True
+                )
+            )
+        if settings.jobs:
+            from audience.jobs.runner import JobRunner
+
+            runner = JobRunner(database)
+            threads.append(
+                threading.Thread(target=runner.run_forever, args=(stop,), name="jobs", daemon=True)
+            )
+        for thread in threads:
+            thread.start()
         try:
             yield
         finally:
             stop.set()
-            if worker is not None:
-                worker.join(timeout=30)
+            for thread in threads:
+                thread.join(timeout=30)
 
     return lifespan
 
@@ -110,6 +146,7 @@ def create_app(settings: Settings | None = None, *, database: Database | None = 
     )
     app.state.settings = settings
     app.state.database = database
+    app.state.rate_limits = RateLimits(settings)
     errors.install(app)
     app.add_middleware(RefuseNul)
     for router in _api_routers():

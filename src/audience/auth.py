@@ -35,6 +35,7 @@ def api_environment(request: Request, session: DbSession) -> Environment:
     if found is None:
         raise Unauthorized("Unknown or revoked API key")
     environment, key_id = found
+    request.app.state.rate_limits.hit_api(key_id)
     request.state.actor = f"api_key:{key_id}"
     return environment
 

@@ -28,6 +28,35 @@ class Settings(BaseSettings):
         description="Run the ingestion processor inside `audience serve` (false when "
         "`audience worker` processes instead).",
     )
+    webhook_sender: bool = Field(
+        True,
+        description="Send queued webhooks from a background thread of `audience serve` "
+        "(`audience worker` always sends too; several senders are safe).",
+    )
+    jobs: bool = Field(
+        True,
+        description="Run bulk operation and export jobs in a background thread of `audience "
+        "serve` (`audience worker` always runs them too; several runners are safe).",
+    )
+    webhook_allow_private: bool = Field(
+        False,
+        description="Let webhooks reach loopback, private, link-local and other non-public "
+        "addresses (the SSRF guard off: for development or an internal receiver).",
+    )
+    ingest_rate_limit: str = Field(
+        "1000/second",
+        description="Requests each app token may make to the tracking API (`/v1`), as "
+        "`N/second|minute|hour`; `off` for none. Over it: 429 with Retry-After.",
+    )
+    api_rate_limit: str = Field(
+        "10000/minute",
+        description="Requests each API key may make to the REST API, in the same notation.",
+    )
+    rate_limit_storage: str = Field(
+        "memory://",
+        description="Where rate-limit counts live: `memory://` (per process) or a shared "
+        "store the `limits` library supports, such as `redis://host:6379` (needs redis-py).",
+    )
     log_level: str = Field("info", description="Log level: debug, info, warning, error.")
     bootstrap_app_token: str | None = Field(
         None, description="Fix production's app token at first start."

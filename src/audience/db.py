@@ -7,6 +7,7 @@ error); CLI commands and background jobs use `transaction()`. Services only flus
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable, Coroutine, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -100,12 +101,61 @@ def make_engine(settings: Settings) -> Engine:
     return engine
 
 
+class WriterTurns:
+    """SQLite's one writer, shared fairly within a process by ingestion requests and the
+    processor.
+
+    Left to SQLite, waiting writers poll in its busy handler (sleeps of up to 100 ms) and the
+    processor, which starts its next batch at once, wins nearly every time: requests then
+    wait for seconds. Here requests queue for the writer and the processor takes a turn only
+    when none is waiting, or after `patience` seconds so that a flood can't stall it; during
+    its batch it checks `requests_waiting` and stops early to let them in.
+    """
+
+    def __init__(self, *, patience: float = 0.5) -> None:
+        self.patience = patience
+        self._writer = threading.Lock()
+        self._changed = threading.Condition()
+        self._waiting = 0
+
+    def queue(self) -> None:
+        """A request is about to wait for the writer (call `acquire` next, from any thread)."""
+        with self._changed:
+            self._waiting += 1
+
+    def requests_waiting(self) -> bool:
+        return self._waiting > 0  # a racy read is fine: a hint to stop a batch early
+
+    def acquire(self) -> None:
+        """The request's turn; `release` after its commit (from any thread)."""
+        self._writer.acquire()
+        self.leave()
+
+    def leave(self) -> None:
+        """No longer waiting (got the writer, or gave up)."""
+        with self._changed:
+            self._waiting -= 1
+            self._changed.notify_all()
+
+    def release(self) -> None:
+        self._writer.release()
+
+    @contextmanager
+    def processor_turn(self) -> Iterator[None]:
+        with self._changed:
+            self._changed.wait_for(lambda: self._waiting == 0, timeout=self.patience)
+        with self._writer:
+            yield
+
+
 class Database:
     """The engine and session factories of one running app (or CLI command)."""
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.engine = make_engine(settings)
+        # Only SQLite has a single writer to share; PostgreSQL's writers don't block each other.
+        self.writer_turns = WriterTurns() if self.engine.dialect.name == "sqlite" else None
         self._reader = sessionmaker(self.engine, expire_on_commit=False)
         writer_bind = self.engine.execution_options(sqlite_immediate=True)
         self._writer = sessionmaker(writer_bind, expire_on_commit=False)
@@ -136,12 +186,16 @@ _READ_METHODS = {"GET", "HEAD", "OPTIONS"}
 class TransactionRoute(APIRoute):
     """Each request gets one session; it commits before the response is sent, or rolls back."""
 
+    # None: GET/HEAD/OPTIONS read, other methods write. ReadRoute says a POST only reads.
+    writes: bool | None = None
+
     def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
         handler = super().get_route_handler()
+        writes = self.writes
 
         async def run(request: Request) -> Response:
             database: Database = request.app.state.database
-            write = request.method not in _READ_METHODS
+            write = request.method not in _READ_METHODS if writes is None else writes
             session = database.session(write=write)
             request.state.session = session
             try:
@@ -160,15 +214,22 @@ class TransactionRoute(APIRoute):
         return run
 
 
+class ReadRoute(TransactionRoute):
+    """A route that only reads whatever its method (a search with a body): on SQLite it takes
+    no write lock, so searches never wait for ingestion's writes."""
+
+    writes = False
+
+
 def insert_ignore(session: Session, model: type[Base], rows: list[dict[str, Any]]) -> None:
     """Insert rows, skipping any whose key exists already (idempotent and safe under races)."""
     if not rows:
         return
-    if session.get_bind().dialect.name == "postgresql":
-        statement: Any = postgresql.insert(model).values(rows).on_conflict_do_nothing()
-    else:
-        statement = sqlite.insert(model).values(rows).on_conflict_do_nothing()
-    session.execute(statement)
+    # One statement run with many parameter sets: it compiles once (cached), where a multi-row
+    # VALUES would compile anew for every number of rows.
+    dialect = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
+    statement: Any = dialect.insert(model.__table__).on_conflict_do_nothing()
+    session.execute(statement, rows)
 
 
 def escape_like(text: str) -> str:

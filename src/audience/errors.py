@@ -27,6 +27,7 @@ class AudienceError(Exception):
         self.message = message
         self.status = status
         self.field = field
+        self.headers: dict[str, str] = {}
 
 
 class NotFound(AudienceError):
@@ -105,7 +106,7 @@ def conflict_from_integrity_error(exc: IntegrityError) -> Conflict:
 def install(app: FastAPI) -> None:
     @app.exception_handler(AudienceError)
     async def audience_error(_: Request, exc: AudienceError) -> JSONResponse:
-        return error_response(exc.status, exc.code, exc.message, exc.field)
+        return error_response(exc.status, exc.code, exc.message, exc.field, exc.headers)
 
     @app.exception_handler(IntegrityError)
     async def integrity_error(_: Request, exc: IntegrityError) -> JSONResponse:

@@ -7,9 +7,11 @@ from audience.db import Base
 from audience.environments.models import ApiKey, Environment
 from audience.events.models import Event
 from audience.ingest.models import FailedMessage, InboxMessage, ProcessedMessage
+from audience.jobs.models import Job
 from audience.lists.models import ListMember, UserList
 from audience.tags.models import CompanyTag, Tag, UserTag
 from audience.users.models import AttributeChange, Identity, Merge, User
+from audience.webhooks.models import WebhookDelivery, WebhookSubscription
 
 __all__ = [
     "Agent",
@@ -24,6 +26,7 @@ __all__ = [
     "FailedMessage",
     "Identity",
     "InboxMessage",
+    "Job",
     "ListMember",
     "Membership",
     "Merge",
@@ -32,4 +35,6 @@ __all__ = [
     "User",
     "UserList",
     "UserTag",
+    "WebhookDelivery",
+    "WebhookSubscription",
 ]

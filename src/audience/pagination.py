@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import base64
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Annotated, Any
 
 import orjson
 from fastapi import Depends, Query
-from sqlalchemy import ColumnElement, Select, and_, func, or_, select
+from sqlalchemy import ColumnElement, Select, and_, func, literal, or_, select
 from sqlalchemy.orm import InstrumentedAttribute, Session
 
 from audience.errors import AudienceError
@@ -42,12 +42,17 @@ Pagination = Annotated[PageParams, Depends(page_params)]
 
 @dataclass(frozen=True)
 class Order:
-    """Sort by `column` (nulls last) then by `id` in the same direction."""
+    """Sort by `column` (nulls last) then by `id` in the same direction.
+
+    `column` may be an expression (a custom attribute); `value_of` then gives a loaded row's
+    sort value for the cursor, the same value the expression has in the database.
+    """
 
     name: str
-    column: InstrumentedAttribute[Any]
+    column: InstrumentedAttribute[Any] | ColumnElement[Any]
     id_column: InstrumentedAttribute[Any]
     descending: bool = False
+    value_of: Callable[[Any], Any] | None = None
 
     @property
     def nullable(self) -> bool:
@@ -57,7 +62,8 @@ class Order:
     def python_type(self) -> type:
         column_type = self.column.type
         # A TypeDecorator (UtcDateTime) reports `object`; the type it wraps knows better.
-        return getattr(column_type, "impl", column_type).python_type  # type: ignore[no-any-return]
+        python_type: type = getattr(column_type, "impl", column_type).python_type
+        return python_type
 
     def clauses(self) -> list[ColumnElement[Any]]:
         if self.column is self.id_column:
@@ -75,6 +81,8 @@ class Order:
             return beyond_id
         if value is None:  # nulls sort last: only later nulls remain
             return and_(self.column.is_(None), beyond_id)
+        # Bound explicitly: SQLAlchemy refuses `column > True` with a plain Python boolean.
+        value = literal(value, self.column.type)
         beyond = self.column < value if self.descending else self.column > value
         if not self.nullable:
             return or_(beyond, and_(self.column == value, beyond_id))
@@ -157,5 +165,6 @@ def paginate(session: Session, query: Select[Any], *, order: Order, params: Page
     cursor = None
     if len(rows) > params.per_page:
         last = items[-1]
-        cursor = _encode(order, getattr(last, order.column.key), last.id, page)
+        value = order.value_of(last) if order.value_of else getattr(last, str(order.column.key))
+        cursor = _encode(order, value, last.id, page)
     return Page(items, total, page, params.per_page, cursor)

@@ -59,7 +59,27 @@ def create_definition(
     )
     session.add(definition)
     session.flush()
+    cache = session.info.get(_CACHE)
+    if cache is not None:
+        cache.setdefault((environment_id, model), {})[name] = definition
     return definition
+
+
+_CACHE = "attribute_definitions"
+
+
+def cache_definitions(session: Session) -> None:
+    """Keep the definitions looked up in `session` (found or not) until `forget_definitions`.
+
+    For a transaction that writes many profiles (an ingestion batch): one query per new name
+    instead of one per write. Call `forget_definitions` after rolling back to a savepoint.
+    """
+    session.info[_CACHE] = {}
+
+
+def forget_definitions(session: Session) -> None:
+    if _CACHE in session.info:
+        session.info[_CACHE] = {}
 
 
 def find_definitions(
@@ -67,12 +87,19 @@ def find_definitions(
 ) -> dict[str, AttributeDefinition]:
     if not names:
         return {}
-    query = select(AttributeDefinition).where(
-        AttributeDefinition.environment_id == environment_id,
-        AttributeDefinition.model == model,
-        AttributeDefinition.name.in_(names),
-    )
-    return {definition.name: definition for definition in session.scalars(query)}
+    cache: dict[tuple[int, str], dict[str, AttributeDefinition | None]] | None
+    cache = session.info.get(_CACHE)
+    known = {} if cache is None else cache.setdefault((environment_id, model), {})
+    missing = [name for name in names if name not in known]
+    if missing:
+        query = select(AttributeDefinition).where(
+            AttributeDefinition.environment_id == environment_id,
+            AttributeDefinition.model == model,
+            AttributeDefinition.name.in_(missing),
+        )
+        known.update(dict.fromkeys(missing))
+        known.update((definition.name, definition) for definition in session.scalars(query))
+    return {name: found for name in names if (found := known[name]) is not None}
 
 
 def list_definitions(

@@ -23,7 +23,7 @@ from fastapi.routing import APIRoute
 from sqlalchemy.exc import DBAPIError
 from starlette.concurrency import run_in_threadpool
 
-from audience.db import Database, TransactionRoute, request_session, utcnow
+from audience.db import Database, TransactionRoute, WriterTurns, request_session, utcnow
 from audience.environments.service import environment_for_app_token
 from audience.errors import AudienceError, error_body
 from audience.ingest import inbox
@@ -78,7 +78,7 @@ class IngestRoute(TransactionRoute):
             try:
                 response = await handler(request)  # TransactionRoute: commits or rolls back
             except AudienceError as exc:
-                response = _error(exc.status, exc.code, exc.message, exc.field)
+                response = _error(exc.status, exc.code, exc.message, exc.field, **exc.headers)
             except DBAPIError as exc:  # raised by the insert or the commit: nothing was stored
                 log.warning("inbox store failed: %s", type(exc.orig or exc).__name__)
                 response = _error(
@@ -88,9 +88,7 @@ class IngestRoute(TransactionRoute):
                     **{"Retry-After": "1"},
                 )
             finally:
-                lock: asyncio.Lock | None = getattr(request.state, "ingest_write_lock", None)
-                if lock is not None:
-                    lock.release()
+                _release_write_lock(request)
             response.headers.update(CORS_HEADERS)
             return response
 
@@ -126,6 +124,7 @@ async def _accept(request: Request, kind: str | None) -> Response:
 def _validate(request: Request, body: bytes, kind: str | None) -> _Validated:
     document = parse_json(body)
     environment_id = _environment_id(request, _app_token(request, document))
+    request.app.state.rate_limits.hit_ingest(environment_id)
     items, defaults = _messages(document, kind)
     received_at = utcnow()
     outcome = validate_all(items, kind=kind, defaults=defaults, received_at=received_at)
@@ -139,11 +138,14 @@ async def _hold_write_lock(request: Request) -> None:
     """On SQLite, queue this request's write behind the others of this process.
 
     SQLite has one writer at a time. Left to it, concurrent writers wait in its busy handler,
-    which sleeps up to 100 ms between tries while the lock sits free; an asyncio lock hands over
-    at once. IngestRoute releases it after the commit.
+    which sleeps up to 100 ms between tries while the lock sits free. Requests queue on an
+    asyncio lock, which hands over at once; the one at its head then takes the writer from
+    `Database.writer_turns`, which the processor of this process shares and yields to queued
+    requests. IngestRoute releases both after the commit.
     """
     database: Database = request.app.state.database
-    if database.engine.dialect.name != "sqlite":
+    turns = database.writer_turns
+    if turns is None:
         return
     # One lock per event loop: an asyncio lock can't be awaited from another loop (the test
     # client runs one loop per request thread; uvicorn has one).
@@ -152,8 +154,25 @@ async def _hold_write_lock(request: Request) -> None:
     )
     request.app.state.ingest_write_locks = locks
     lock = locks.setdefault(asyncio.get_running_loop(), asyncio.Lock())
-    await lock.acquire()
+    turns.queue()
+    try:
+        await lock.acquire()
+    except BaseException:
+        turns.leave()
+        raise
     request.state.ingest_write_lock = lock
+    # Not cancellable (anyio waits for the thread), so the writer is never taken and lost.
+    await run_in_threadpool(turns.acquire)
+    request.state.writer_turns = turns
+
+
+def _release_write_lock(request: Request) -> None:
+    turns: WriterTurns | None = getattr(request.state, "writer_turns", None)
+    if turns is not None:
+        turns.release()
+    lock: asyncio.Lock | None = getattr(request.state, "ingest_write_lock", None)
+    if lock is not None:
+        lock.release()
 
 
 def _messages(document: Any, kind: str | None) -> tuple[list[Any], Defaults]:

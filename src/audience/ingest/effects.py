@@ -13,6 +13,7 @@ from functools import lru_cache
 from typing import Any
 
 from pydantic import ValidationError
+from sqlalchemy import inspect
 from ua_parser import parse as parse_user_agent
 
 from audience.companies import service as companies
@@ -95,6 +96,8 @@ def apply_profile(
             skip(invalid)
             if data.pop(invalid.field or "", None) is None:
                 break
+    if profile.tags:
+        inserted(session, user)
     for name in profile.tags:
         if len(name) > 255:
             message.warn("invalid_trait", "tag names are at most 255 characters", "tags")
@@ -110,6 +113,13 @@ def apply_profile(
             message.warn("invalid_trait", "company needs an id", "company")
 
 
+def inserted(session: Any, user: User) -> None:
+    """Make sure a user created in this batch has its row, for rows that refer to it: new users
+    wait for the batch's flush, so that they are inserted together."""
+    if inspect(user).pending:
+        session.flush()
+
+
 def join_company(
     session: Any,
     environment: Environment,
@@ -118,6 +128,7 @@ def join_company(
     group_id: str,
     traits: dict[str, Any],
 ) -> None:
+    inserted(session, user)
     mapping = environment.settings.get("company_traits") or {}
     traits = {mapping.get(key, key): value for key, value in traits.items()}
     standard, custom = company_of(group_id, traits)
@@ -202,7 +213,8 @@ def page_effects(user: User, message: Message) -> dict[str, Any]:
 
 
 def event_of(environment: Environment, user: User, message: Message) -> dict[str, Any]:
-    """The events row of a track, page or screen call (inserted by the processor in bulk)."""
+    """The events row of a track, page or screen call (inserted by the processor in bulk, which
+    fills in `user_id`: the user may not be inserted yet)."""
     payload = message.payload
     properties: dict[str, Any] = payload.get("properties") or {}
     renames = environment.settings.get("event_properties") or {}
@@ -223,7 +235,7 @@ def event_of(environment: Environment, user: User, message: Message) -> dict[str
     session_id = context.get("sessionId")
     return {
         "environment_id": environment.id,
-        "user_id": user.id,
+        "user_id": None,
         "name": name,
         "kind": EVENT_KINDS[message.kind],
         "timestamp": message.timestamp,

@@ -14,28 +14,51 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from itertools import groupby
 from typing import Any
 
-from sqlalchemy import select, text
+from sqlalchemy import func, select, text
 from sqlalchemy.orm import Session
 
+from audience.attributes.service import cache_definitions, forget_definitions
 from audience.db import Database, insert_ignore, utcnow
 from audience.environments.models import Environment
 from audience.events.models import Event
 from audience.ingest import effects, inbox
-from audience.ingest.mapping import keys_of, traits_of
+from audience.ingest.mapping import Profile, keys_of, traits_of
 from audience.ingest.models import FailedMessage, InboxMessage, ProcessedMessage
 from audience.ingest.resolve import Failed, Resolver
+from audience.users import service as users
+from audience.users.models import Identity, User
 
 log = logging.getLogger("audience.processor")
 
 BATCH_SIZE = 500
-# Kinds whose effects can fail after the profile is written (the company of group, identify).
-_MAY_FAIL_LATE = frozenset({"group", "identify"})
+_LEAST_BEFORE_YIELD = 20  # messages a SQLite batch applies before it may yield to requests
 _LOCK_KEY = 0x61756469  # "audi": the PostgreSQL advisory lock that makes one processor at a time
+
+
+class RowIds:
+    """Ids for the batch's new users and identities, on SQLite.
+
+    SQLAlchemy inserts ORM rows one statement each when it must read back their ids, and SQLite
+    can't return them in bulk; rows whose ids are set go in one executemany. The processor's
+    transaction holds SQLite's only writer from its start, so max(id) + 1 onwards is free until
+    it commits. On PostgreSQL the ids come back from one multi-row INSERT … RETURNING anyway.
+    """
+
+    def __init__(self, session: Session) -> None:
+        self.session = session
+        self.next: dict[type[Any], int] = {}
+
+    def __call__(self, model: type[User] | type[Identity]) -> int:
+        if model not in self.next:
+            self.next[model] = (self.session.scalar(select(func.max(model.id))) or 0) + 1
+        id = self.next[model]
+        self.next[model] = id + 1
+        return id
 
 
 class Batch:
@@ -44,15 +67,31 @@ class Batch:
     def __init__(self, session: Session, environment: Environment) -> None:
         self.session = session
         self.environment = environment
-        self.resolver = Resolver(session, environment, before_merge=self.flush_events)
-        self.events: list[dict[str, Any]] = []
+        sqlite = session.get_bind().dialect.name == "sqlite"
+        self.row_ids = RowIds(session) if sqlite else (lambda _: None)
+        self.resolver = self._resolver()
+        self.events: list[tuple[User, dict[str, Any]]] = []
         self.processed: list[dict[str, Any]] = []
         self.failed: list[FailedMessage] = []
 
+    def _resolver(self) -> Resolver:
+        return Resolver(
+            self.session, self.environment, before_merge=self.flush_events, new_id=self.row_ids
+        )
+
+    def rolled_back(self, history_kept: int) -> None:
+        """After a savepoint rolled back: forget what was remembered since it began."""
+        self.resolver = self._resolver()
+        forget_definitions(self.session)
+        del users.history_later(self.session)[history_kept:]
+
     def flush_events(self) -> None:
-        """Insert pending events now (a merge must see them to move them)."""
-        self.session.flush()
-        insert_ignore(self.session, Event, self.events)
+        """Insert pending events and history now (a merge must see them to move them)."""
+        self.session.flush()  # new users get their ids
+        users.write_history(self.session)
+        for user, row in self.events:
+            row["user_id"] = user.id
+        insert_ignore(self.session, Event, [row for _, row in self.events])
         self.events = []
 
     def finish(self) -> None:
@@ -79,23 +118,20 @@ def _seen(session: Session, environment_id: int, message_ids: list[str]) -> set[
     return seen
 
 
-def _apply_one(batch: Batch, message: effects.Message) -> None:
+def _apply_one(batch: Batch, message: effects.Message, profile: Profile) -> None:
     session, environment = batch.session, batch.environment
     payload = message.payload
-    traits = traits_of(payload)
-    keys = keys_of(payload, traits)
+    keys = keys_of(payload, traits_of(payload))
     if message.kind == "alias":
         user = batch.resolver.alias(
             str(payload["previousId"]), keys, message.message_id, message.warnings
         )
     else:
         user = batch.resolver.resolve(keys, message.message_id, message.warnings)
-    effects.apply_profile(
-        session, environment, user, message, effects.profile_for(environment, message)
-    )
+    effects.apply_profile(session, environment, user, message, profile)
     effects.touch(environment, user, message)
     if message.kind in effects.EVENT_KINDS:
-        batch.events.append(effects.event_of(environment, user, message))
+        batch.events.append((user, effects.event_of(environment, user, message)))
     elif message.kind == "group":
         group_traits = payload.get("traits") if isinstance(payload.get("traits"), dict) else {}
         effects.join_company(
@@ -103,57 +139,85 @@ def _apply_one(batch: Batch, message: effects.Message) -> None:
         )
 
 
-def _apply(session: Session, rows: Sequence[InboxMessage]) -> None:
+def _apply(
+    session: Session,
+    rows: Sequence[InboxMessage],
+    should_yield: Callable[[int], bool] = lambda _: False,
+) -> int:
+    """Apply `rows` in order; returns how many leading rows are done.
+
+    Before each message `should_yield(its position)` may stop the batch early: the rest stay in
+    the inbox for the next one (the SQLite processor lets a waiting request write first).
+    """
+    position = 0  # rows[:position] are done
     for environment_id, group in groupby(rows, key=lambda row: row.environment_id):
-        environment = session.get(Environment, environment_id)
-        if environment is None:  # deleted since: its messages go with it
-            continue
-        batch = Batch(session, environment)
         group_rows = list(group)
-        seen = _seen(session, environment_id, [row.message_id for row in group_rows])
-        messages = []
-        for row in group_rows:
-            if row.message_id in seen:
-                continue
-            seen.add(row.message_id)
-            payload = dict(row.payload)
-            messages.append(
-                (
-                    row,
-                    effects.Message(
-                        payload,
-                        row.message_id,
-                        _timestamp(payload, row.received_at),
-                        warnings=list(payload.get("warnings") or []),
-                    ),
-                )
+        environment = session.get(Environment, environment_id)
+        if environment is not None:  # else deleted since: its messages go with it
+            batch = Batch(session, environment)
+            stopped = _apply_messages(batch, _fresh(session, group_rows, position), should_yield)
+            batch.finish()
+            if stopped is not None:
+                return stopped
+        position += len(group_rows)
+    return position
+
+
+def _fresh(
+    session: Session, rows: list[InboxMessage], first_position: int
+) -> list[tuple[int, InboxMessage, effects.Message]]:
+    """The rows of one environment not applied before (R-ING-7), with their batch positions."""
+    seen = _seen(session, rows[0].environment_id, [row.message_id for row in rows])
+    fresh = []
+    for position, row in enumerate(rows, first_position):
+        if row.message_id in seen:
+            continue
+        seen.add(row.message_id)
+        payload = dict(row.payload)
+        timestamp = _timestamp(payload, row.received_at)
+        warnings = list(payload.get("warnings") or [])
+        fresh.append((position, row, effects.Message(payload, row.message_id, timestamp, warnings)))
+    return fresh
+
+
+def _apply_messages(
+    batch: Batch,
+    messages: list[tuple[int, InboxMessage, effects.Message]],
+    should_yield: Callable[[int], bool],
+) -> int | None:
+    """Apply one environment's messages; the position it stopped at, if it yielded."""
+    session, environment = batch.session, batch.environment
+    batch.resolver.prefetch(keys_of(m.payload, traits_of(m.payload)) for _, _, m in messages)
+    for position, row, message in messages:
+        if should_yield(position):
+            return position
+        profile = effects.profile_for(environment, message)
+        # A company that can't be stored fails the message after the profile was written:
+        # a savepoint takes that back (nothing half-applied, R-ING-4).
+        may_fail_late = message.kind == "group" or profile.company is not None
+        history_kept = len(users.history_later(session))
+        try:
+            if may_fail_late:
+                with session.begin_nested():
+                    _apply_one(batch, message, profile)
+            else:
+                _apply_one(batch, message, profile)
+        except Failed as failure:
+            batch.failed.append(_failure(row, failure.code, failure.message, failure.stage))
+            if may_fail_late:
+                batch.rolled_back(history_kept)
+            continue
+        if message.kind not in effects.EVENT_KINDS or message.warnings:
+            batch.processed.append(
+                {
+                    "environment_id": environment.id,
+                    "message_id": message.message_id,
+                    "kind": message.kind,
+                    "warnings": message.warnings,
+                    "processed_at": utcnow(),
+                }
             )
-        batch.resolver.prefetch(keys_of(m.payload, traits_of(m.payload)) for _, m in messages)
-        for row, message in messages:
-            try:
-                if message.kind in _MAY_FAIL_LATE:
-                    # A company that can't be stored fails the message after the profile was
-                    # written: a savepoint takes that back (nothing half-applied, R-ING-4).
-                    with session.begin_nested():
-                        _apply_one(batch, message)
-                else:
-                    _apply_one(batch, message)
-            except Failed as failure:
-                batch.failed.append(_failure(row, failure.code, failure.message, failure.stage))
-                if message.kind in _MAY_FAIL_LATE:  # its cached users may be rolled back
-                    batch.resolver = Resolver(session, environment, before_merge=batch.flush_events)
-                continue
-            if message.kind not in effects.EVENT_KINDS or message.warnings:
-                batch.processed.append(
-                    {
-                        "environment_id": environment_id,
-                        "message_id": message.message_id,
-                        "kind": message.kind,
-                        "warnings": message.warnings,
-                        "processed_at": utcnow(),
-                    }
-                )
-        batch.finish()
+    return None
 
 
 def _failure(row: InboxMessage, code: str, message: str, stage: str) -> FailedMessage:
@@ -180,29 +244,47 @@ class Processor:
 
     def run_once(self) -> int:
         """Process one batch; returns how many inbox messages it took (0: nothing to do)."""
+        turns = self.database.writer_turns
+        if turns is None:
+            return self._run_batch(self.batch_size)
+        with turns.processor_turn():  # SQLite: after the requests waiting to write
+            return self._run_batch(self.batch_size)
+
+    def _run_batch(self, size: int) -> int:
         with self.database.transaction() as session:
             if not self._locked(session):
                 return 0
-            rows = inbox.take_batch(session, self.batch_size)
+            rows = inbox.take_batch(session, size)
             if not rows:
                 return 0
+            cache_definitions(session)
+            users.history_later(session)
             try:
                 with session.begin_nested():
-                    _apply(session, rows)
+                    rows = rows[: _apply(session, rows, self._should_yield)]
             except Exception:
                 log.exception("a batch failed; applying its messages one at a time")
                 session.expunge_all()
-                rows = inbox.take_batch(session, self.batch_size)
+                forget_definitions(session)
+                users.history_later(session).clear()
+                rows = inbox.take_batch(session, size)
                 for row in rows:
                     self._apply_alone(session, row)
             inbox.delete(session, [row.id for row in rows])
             return len(rows)
+
+    def _should_yield(self, position: int) -> bool:
+        """Stop a SQLite batch early for a waiting request, once it has done a little."""
+        turns = self.database.writer_turns
+        return turns is not None and position >= _LEAST_BEFORE_YIELD and turns.requests_waiting()
 
     def _apply_alone(self, session: Session, row: InboxMessage) -> None:
         try:
             with session.begin_nested():
                 _apply(session, [row])
         except Exception as exc:
+            forget_definitions(session)
+            users.history_later(session).clear()
             log.exception("message %s failed", row.message_id)
             session.add(_failure(row, "internal_error", f"{type(exc).__name__}: {exc}", "apply"))
 

@@ -39,13 +39,16 @@ class Resolver:
         *,
         source: str = "ingest",
         before_merge: Callable[[], None] | None = None,
+        new_id: Callable[[type[User] | type[Identity]], int | None] = lambda _: None,
     ) -> None:
         self.session = session
         self.environment = environment
         self.source = source
         self.before_merge = before_merge
-        self.by_user_id: dict[str, User] = {}
-        self.by_user_key: dict[str, User] = {}
+        self.new_id = new_id  # the id of a new row, when the caller allocates them
+        # What each key names; None when looked up and not found, so it isn't looked up again.
+        self.by_user_id: dict[str, User | None] = {}
+        self.by_user_key: dict[str, User | None] = {}
         self.by_anonymous_id: dict[str, User | None] = {}
 
     def prefetch(self, all_keys: Iterable[Keys]) -> None:
@@ -60,11 +63,25 @@ class Resolver:
         # SQLite, whose writers already take turns.
         live = users.live_users(self.environment.id).with_for_update(key_share=True)
         if user_ids:
+            holders = select(User.id, User.user_id, User.merged_into_id).where(
+                User.environment_id == self.environment.id, User.user_id.in_(user_ids)
+            )
+            merged: dict[str, int] = {}
+            for id, user_id, merged_into_id in self.session.execute(holders):
+                if merged_into_id is not None and user_id is not None:
+                    merged[user_id] = id
             for user in self.session.scalars(live.where(User.user_id.in_(user_ids))):
                 self._remember(user)
+            for user_id, id in merged.items():
+                # A user merged away explicitly keeps its user_id: follow it to the survivor.
+                self._follow(user_id, id)
+            for value in user_ids:
+                self.by_user_id.setdefault(value, None)
         if user_keys:
             for user in self.session.scalars(live.where(User.user_key.in_(user_keys))):
                 self._remember(user)
+            for value in user_keys:
+                self.by_user_key.setdefault(value, None)
         if anonymous_ids:
             rows = self.session.execute(
                 select(Identity.value, User)
@@ -87,6 +104,11 @@ class Resolver:
         if user.user_id:
             self.by_user_id[user.user_id] = user
 
+    def _follow(self, user_id: str, holder: int) -> None:
+        survivor = hold_user(self.session, environment_id=self.environment.id, id=holder)
+        self.by_user_key[survivor.user_key] = survivor
+        self.by_user_id[user_id] = survivor
+
     def _by_user_id(self, value: str) -> User | None:
         if value not in self.by_user_id:
             holder = self.session.scalar(
@@ -94,12 +116,11 @@ class Resolver:
                     User.environment_id == self.environment.id, User.user_id == value
                 )
             )
-            if holder is not None:
-                # A user merged away explicitly keeps its user_id: follow it to the survivor.
-                survivor = hold_user(self.session, environment_id=self.environment.id, id=holder)
-                self.by_user_key[survivor.user_key] = survivor
-                self.by_user_id[value] = survivor
-        return self.by_user_id.get(value)
+            if holder is None:
+                self.by_user_id[value] = None
+            else:
+                self._follow(value, holder)
+        return self.by_user_id[value]
 
     def _by_user_key(self, value: str) -> User | None:
         if value not in self.by_user_key:
@@ -108,9 +129,10 @@ class Resolver:
                 .where(User.user_key == value)
                 .with_for_update(key_share=True)
             )
+            self.by_user_key[value] = user
             if user is not None:
                 self._remember(user)
-        return self.by_user_key.get(value)
+        return self.by_user_key[value]
 
     def _by_anonymous_id(self, value: str) -> User | None:
         if value not in self.by_anonymous_id:
@@ -140,6 +162,9 @@ class Resolver:
             environment=self.environment,
             data=data,
             source=users.ChangeSource(self.source, message_id),
+            flush=False,  # the batch's new users are inserted together
+            user_id_is_free=True,  # every caller has just found no holder of user_id
+            id=self.new_id(User),
         )
         self._remember(user)
         return user
@@ -147,8 +172,9 @@ class Resolver:
     def _attach_anonymous_id(self, user: User, value: str) -> None:
         self.session.add(
             Identity(
+                id=self.new_id(Identity),
                 environment_id=self.environment.id,
-                user_id=user.id,
+                user=user,
                 kind="anonymous_id",
                 value=value,
             )
@@ -243,7 +269,19 @@ class Resolver:
     def alias(
         self, previous_id: str, keys: Keys, message_id: str, warnings: list[dict[str, Any]]
     ) -> User:
-        """`alias(previousId -> userId)`: the earlier identity becomes, or merges into, userId's."""
+        """`alias(previousId -> userId)`: the earlier identity becomes, or merges into, userId's.
+
+        The message's own anonymousId, if any, is the device it was sent from: it goes to the
+        same user, as with identify.
+        """
+        target = self._alias_target(previous_id, keys, message_id, warnings)
+        if keys.anonymous_id and keys.anonymous_id != previous_id:
+            self._claim_anonymous_id(target, keys.anonymous_id, warnings)
+        return target
+
+    def _alias_target(
+        self, previous_id: str, keys: Keys, message_id: str, warnings: list[dict[str, Any]]
+    ) -> User:
         if not keys.user_id:
             raise Failed("missing_user_id", "alias needs the new userId", "resolve")
         previous = self._by_user_id(previous_id) or self._by_anonymous_id(previous_id)

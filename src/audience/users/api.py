@@ -13,6 +13,7 @@ from audience.environments.models import Environment
 from audience.errors import AudienceError
 from audience.pagination import Page, Pagination
 from audience.schemas import Deleted, parse_id, unix
+from audience.segments import service as segments
 from audience.users import service
 from audience.users.models import User
 from audience.users.schemas import (
@@ -75,12 +76,24 @@ def list_users(
     session: DbSession,
     pagination: Pagination,
     q: Annotated[str | None, Query(max_length=255, description="Free-text search.")] = None,
-    sort: Annotated[str, Query(max_length=64, description="A standard attribute.")] = "created_at",
+    sort: Annotated[
+        str,
+        Query(max_length=300, description="A standard attribute or custom_attributes.<name>."),
+    ] = "created_at",
     order: Literal["asc", "desc"] = "desc",
+    filter: Annotated[
+        str | None,
+        Query(
+            max_length=segments.MAX_FILTER_PARAMETER,
+            description="A filter tree as JSON (docs/filters.md); POST /users/search takes it "
+            "in a body.",
+        ),
+    ] = None,
 ) -> UserList:
-    page = service.list_users(
+    page = segments.search_users(
         session,
         environment_id=environment.id,
+        filter=None if filter is None else segments.parse_parameter(filter),
         q=q,
         sort=sort,
         descending=order == "desc",

@@ -51,6 +51,8 @@ from audience.pagination import Order, Page, PageParams, paginate
 from audience.tags.models import Tag, UserTag
 from audience.users.models import Identity, Merge, User
 from audience.users.service import ChangeSource, record_changes
+from audience.webhooks.payloads import merge_event
+from audience.webhooks.service import queue_event
 
 Changes = dict[str, tuple[Any, Any]]
 
@@ -399,6 +401,13 @@ def merge_users(
     record_changes(session, source, out, change)
     merge.moved = moved
     session.flush()
+    queue_event(
+        session,
+        environment_id=environment_id,
+        topic="user.merged",
+        data=lambda: merge_event(merge, source=source, target=target),
+        user=target,
+    )
     return merge
 
 

@@ -4,7 +4,7 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Boolean, ForeignKey, Index, Integer, String, Text, UniqueConstraint, text
-from sqlalchemy.orm import Mapped, mapped_column
+from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from audience.db import Base, BigId, Json, UtcDateTime, utcnow
 
@@ -110,6 +110,8 @@ class Identity(Base):
     kind: Mapped[str] = mapped_column(String(20))
     value: Mapped[str] = mapped_column(String(255))
     created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+    # Lets a row point at a user not yet flushed: ingestion inserts its new users in bulk.
+    user: Mapped[User] = relationship(lazy="raise")
 
 
 class AttributeChange(Base):

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Select, delete, func, or_, select
+from sqlalchemy import ColumnElement, Select, delete, func, insert, or_, select
 from sqlalchemy.orm import Session
 
 from audience.attributes.service import write_custom_attributes
@@ -18,6 +18,8 @@ from audience.pagination import Order, Page, PageParams, paginate
 from audience.schemas import unix
 from audience.users import identity
 from audience.users.models import AttributeChange, Identity, User
+from audience.webhooks.payloads import user_event
+from audience.webhooks.service import queue_event
 
 # Standard attributes a listing can sort by (scalar columns; custom attributes come with search).
 SORTABLE = (
@@ -89,30 +91,71 @@ def _history_value(value: Any) -> Any:
     return unix(value) if isinstance(value, datetime) else value
 
 
+_HISTORY_LATER = "attribute_changes_later"
+
+
 def record_changes(
     session: Session, user: User, changes: dict[str, tuple[Any, Any]], source: ChangeSource
 ) -> None:
+    """Write one history row per change (R-ATTR-4), or keep them for `write_history`."""
+    if not changes:
+        return
     now = utcnow()
-    session.add_all(
-        AttributeChange(
-            environment_id=user.environment_id,
-            user_id=user.id,
-            attribute=name,
-            old_value=_history_value(old),
-            new_value=_history_value(new),
-            source=source.kind,
-            source_ref=source.ref,
-            changed_at=now,
-        )
+    rows = [
+        {
+            "environment_id": user.environment_id,
+            "attribute": name,
+            "old_value": _history_value(old),
+            "new_value": _history_value(new),
+            "source": source.kind,
+            "source_ref": source.ref,
+            "changed_at": now,
+        }
         for name, (old, new) in changes.items()
-    )
+    ]
+    later: list[tuple[User, list[dict[str, Any]]]] | None = session.info.get(_HISTORY_LATER)
+    if later is not None:
+        later.append((user, rows))
+        return
+    if user.id is None:
+        session.flush()
+    session.execute(insert(AttributeChange), [{**row, "user_id": user.id} for row in rows])
 
 
-def _check_user_id(session: Session, environment_id: int, value: str, user: User | None) -> None:
+def history_later(session: Session) -> list[tuple[User, list[dict[str, Any]]]]:
+    """From now on keep `session`'s history rows until `write_history`: a batch that changes
+    many users (some not inserted yet) writes them all in one statement. Returns the kept rows,
+    so the caller can drop those of a change it rolled back to a savepoint."""
+    later: list[tuple[User, list[dict[str, Any]]]] = session.info.setdefault(_HISTORY_LATER, [])
+    return later
+
+
+def write_history(session: Session) -> None:
+    """Write the history rows kept since `history_later` (their users are flushed first)."""
+    later: list[tuple[User, list[dict[str, Any]]]] = session.info.get(_HISTORY_LATER) or []
+    if not later:
+        return
+    session.flush()
+    rows = [{**row, "user_id": user.id} for user, rows in later for row in rows]
+    later.clear()
+    session.execute(insert(AttributeChange), rows)
+
+
+def _check_user_id(
+    session: Session,
+    environment_id: int,
+    value: str,
+    user: User | None,
+    *,
+    check_owner: bool = True,
+) -> None:
+    """A usable user_id; with `check_owner`, also one no other user holds (409)."""
     if value != value.strip():
         raise Invalid("user_id must not have leading or trailing spaces", field="user_id")
     if identity.is_blocked(value):
         raise Invalid(f"{value!r} is a placeholder, not a user id", field="user_id")
+    if not check_owner:
+        return
     taken = session.scalar(
         select(User.id).where(User.environment_id == environment_id, User.user_id == value)
     )
@@ -121,7 +164,12 @@ def _check_user_id(session: Session, environment_id: int, value: str, user: User
 
 
 def _standard_values(
-    session: Session, environment: Environment, user: User | None, data: dict[str, Any]
+    session: Session,
+    environment: Environment,
+    user: User | None,
+    data: dict[str, Any],
+    *,
+    user_id_is_free: bool = False,
 ) -> dict[str, Any]:
     """Validate and normalise the standard fields of a write; returns column -> value."""
     values = dict(data)
@@ -130,7 +178,9 @@ def _standard_values(
     if "avatar" in data:
         values["avatar_url"] = avatar.get("image_url") if avatar else None
     if values.get("user_id") is not None:
-        _check_user_id(session, environment.id, values["user_id"], user)
+        _check_user_id(
+            session, environment.id, values["user_id"], user, check_owner=not user_id_is_free
+        )
     email = values.get("email")
     if email is not None and (email != email.strip() or not identity.is_email(email)):
         raise Invalid(f"{email!r} is not an email address", field="email")
@@ -184,9 +234,12 @@ def _apply(
     created: bool,
     on_invalid: Callable[[Invalid], None] | None = None,
     as_of: datetime | None = None,
+    user_id_is_free: bool = False,
 ) -> None:
     data = _newer_only(user, data, (as_of or utcnow()).timestamp())
-    values = _standard_values(session, environment, None if created else user, data)
+    values = _standard_values(
+        session, environment, None if created else user, data, user_id_is_free=user_id_is_free
+    )
     was_identified = bool(user.user_id or user.email or user.phone)
     old_derived = _derived_name(user.first_name, user.last_name)
     changes: dict[str, tuple[Any, Any]] = {}
@@ -221,15 +274,29 @@ def _apply(
         changes.update({f"custom_attributes.{name}": change for name, change in custom.items()})
     if changes or created:
         user.updated_at = utcnow()
-        session.flush()
         record_changes(session, user, changes, source)
 
 
 def create_user(
-    session: Session, *, environment: Environment, data: dict[str, Any], source: ChangeSource
+    session: Session,
+    *,
+    environment: Environment,
+    data: dict[str, Any],
+    source: ChangeSource,
+    flush: bool = True,
+    user_id_is_free: bool = False,
+    id: int | None = None,
 ) -> User:
+    """A new user from `data` (UserWrite's fields).
+
+    Ingestion passes `flush=False` so that a batch's new users are inserted together when the
+    batch flushes, and `user_id_is_free=True` when it has just looked the user_id up itself
+    (the unique constraint still guards against a race). `id` is for a caller that allocates
+    ids itself (see ingest/processor.py).
+    """
     now = utcnow()
     user = User(
+        id=id,
         environment_id=environment.id,
         user_key=identity.new_user_key(),
         custom_attributes={},
@@ -241,7 +308,16 @@ def create_user(
         **_DEFAULTS,
     )
     session.add(user)
-    _apply(session, environment, user, data, source, created=True)
+    _apply(session, environment, user, data, source, created=True, user_id_is_free=user_id_is_free)
+    if flush:
+        session.flush()
+    queue_event(
+        session,
+        environment_id=environment.id,
+        topic="user.created",
+        data=lambda: user_event(user),
+        user=user,
+    )
     return user
 
 
@@ -275,6 +351,13 @@ def update_user(
 
 def delete_user(session: Session, *, environment_id: int, id: int) -> None:
     user = get_user(session, environment_id=environment_id, id=id)
+    queue_event(
+        session,
+        environment_id=environment_id,
+        topic="user.deleted",
+        data=lambda: user_event(user),
+        user=user,
+    )
     # Users merged into this one (and into those, ...) are part of the person: they go too,
     # else they would come back to life. The FKs cascade to events, tags, lists and history.
     chain, frontier = [user.id], [user.id]
@@ -338,20 +421,25 @@ def list_users(
             field="sort",
         )
     query = live_users(environment_id)
-    if q and q.strip():
-        term = q.strip()
-        pattern = f"%{escape_like(term.lower())}%"
-        query = query.where(
-            or_(
-                func.lower(User.name).like(pattern, escape="\\"),
-                func.lower(User.email).like(pattern, escape="\\"),
-                User.phone.like(f"%{escape_like(term)}%", escape="\\"),
-                User.user_id.like(f"%{escape_like(term)}%", escape="\\"),
-                User.user_key == term,
-            )
-        )
+    if q is not None and (match := text_match(q)) is not None:
+        query = query.where(match)
     order = Order(sort, getattr(User, sort), User.id, descending)
     return paginate(session, query, order=order, params=params)
+
+
+def text_match(q: str) -> ColumnElement[bool] | None:
+    """Free-text search (R-SEG-4) over name, email, phone, user_id and user_key; None if blank."""
+    term = q.strip()
+    if not term:
+        return None
+    pattern = f"%{escape_like(term.lower())}%"
+    return or_(
+        func.lower(User.name).like(pattern, escape="\\"),
+        func.lower(User.email).like(pattern, escape="\\"),
+        User.phone.like(f"%{escape_like(term)}%", escape="\\"),
+        User.user_id.like(f"%{escape_like(term)}%", escape="\\"),
+        User.user_key == term,
+    )
 
 
 def history(session: Session, *, environment_id: int, user_id: int, params: PageParams) -> Page:

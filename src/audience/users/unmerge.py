@@ -32,6 +32,8 @@ from audience.users.merge import (
 )
 from audience.users.models import Identity, Merge, User
 from audience.users.service import ChangeSource, record_changes
+from audience.webhooks.payloads import unmerge_event
+from audience.webhooks.service import queue_event
 
 
 def _restore_times(merge: Merge, target: User, restored: Changes) -> None:
@@ -184,4 +186,11 @@ def undo_merge(session: Session, *, environment_id: int, merge_id: int, actor: s
     merge.moved = {**merge.moved, "kept": kept, "undone_by": actor}
     merge.undone_at = now
     session.flush()
+    queue_event(
+        session,
+        environment_id=environment_id,
+        topic="user.unmerged",
+        data=lambda: unmerge_event(merge, source=source, target=target),
+        user=target,
+    )
     return merge
