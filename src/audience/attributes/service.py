@@ -6,6 +6,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from audience.attributes import values
@@ -228,14 +229,7 @@ def _write_one(
     new = values.apply_operation(old, operation, operand, field=field)
     if new is not None:
         if definition is None:
-            definition = create_definition(
-                session,
-                environment_id=environment_id,
-                model=model,
-                name=name,
-                type=values.infer_type(new),
-                origin="inferred",
-            )
+            definition = _inferred(session, environment_id, model, name, values.infer_type(new))
             definitions[name] = definition
         new = values.coerce(new, definition.type, field=field)
         _check_choice(definition, new, field)
@@ -246,6 +240,37 @@ def _write_one(
     else:
         result[name] = new
     changed[name] = (old, new)
+
+
+def _inferred(
+    session: Session, environment_id: int, model: str, name: str, type_: str
+) -> AttributeDefinition:
+    """The definition a first value implies; if a concurrent writer has just created it, that
+    one (two clients setting a new attribute at once both succeed, rather than one getting 409)."""
+    try:
+        with session.begin_nested():
+            return create_definition(
+                session,
+                environment_id=environment_id,
+                model=model,
+                name=name,
+                type=type_,
+                origin="inferred",
+            )
+    except IntegrityError:
+        existing = session.scalar(
+            select(AttributeDefinition).where(
+                AttributeDefinition.environment_id == environment_id,
+                AttributeDefinition.model == model,
+                AttributeDefinition.name == name,
+            )
+        )
+        if existing is None:
+            raise
+        cache = session.info.get(_CACHE)
+        if cache is not None:
+            cache.setdefault((environment_id, model), {})[name] = existing
+        return existing
 
 
 def _check_choice(definition: AttributeDefinition, value: Any, field: str) -> None:
