@@ -9,6 +9,7 @@ from audience.events.models import Event
 from audience.ingest.models import FailedMessage, InboxMessage, ProcessedMessage
 from audience.jobs.models import Job
 from audience.lists.models import ListMember, UserList
+from audience.segments.models import Segment, SegmentMembership
 from audience.tags.models import CompanyTag, Tag, UserTag
 from audience.users.models import AttributeChange, Identity, Merge, User
 from audience.webhooks.models import WebhookDelivery, WebhookSubscription
@@ -31,6 +32,8 @@ __all__ = [
     "Membership",
     "Merge",
     "ProcessedMessage",
+    "Segment",
+    "SegmentMembership",
     "Tag",
     "User",
     "UserList",

@@ -151,9 +151,3 @@ def test_another_environments_tags_companies_and_events_never_match(
     assert found(api, {"field": "company.plan", "op": "eq", "value": "pro"}) == set()
     assert found(api, {"event": "Purchased"}) == set()
     assert found(other_tenant.client, {"field": "tags", "op": "eq", "value": "VIP"}) == {theirs}
-
-
-def test_segment_conditions_are_not_available_yet(api: TestClient) -> None:
-    response = search(api, {"and": [{"field": "segments", "op": "eq", "value": "Active"}]})
-    assert response.status_code == 400
-    assert error_of(response)["field"] == "filter.and[0].field"

@@ -14,6 +14,7 @@ from audience.environments.models import Environment
 from audience.errors import AudienceError, Conflict, Invalid, NotFound
 from audience.pagination import Order, Page, PageParams, paginate
 from audience.schemas import parse_id
+from audience.segments.touched import touch
 from audience.tags.models import CompanyTag, Tag
 from audience.users import identity
 from audience.users import service as users
@@ -146,7 +147,14 @@ def _apply(session: Session, environment_id: int, company: Company, data: dict[s
         changed = changed or bool(custom)
     if changed:
         company.updated_at = utcnow()
+        _touch_members(session, environment_id, company.id)
     session.flush()
+
+
+def _touch_members(session: Session, environment_id: int, company_id: int) -> None:
+    """Segments with company conditions change for the company's users (segments.touched)."""
+    members = session.scalars(select(Membership.user_id).where(Membership.company_id == company_id))
+    touch(session, environment_id=environment_id, user_ids=members)
 
 
 def save_company(session: Session, *, environment: Environment, data: dict[str, Any]) -> Company:
@@ -188,6 +196,7 @@ def update_company(
 def delete_company(session: Session, *, environment_id: int, id: int) -> None:
     # Memberships and tags go with it (FK cascades); events keep their rows with company unset.
     company = get_company(session, environment_id=environment_id, id=id)
+    _touch_members(session, environment_id, company.id)
     session.delete(company)
     session.flush()
 
@@ -347,6 +356,7 @@ def add_member(session: Session, *, environment: Environment, company: Company, 
         )
     member = {"company_id": company.id, "user_id": user.id, "member_since": utcnow()}
     insert_ignore(session, Membership, [member])
+    touch(session, environment_id=environment.id, user_ids=[user.id])
 
 
 def remove_member(session: Session, *, environment_id: int, company: Company, user: User) -> None:
@@ -361,3 +371,4 @@ def remove_member(session: Session, *, environment_id: int, company: Company, us
     )
     if not getattr(removed, "rowcount", 0):
         raise NotFound(f"user {user.id} in company", company.id)
+    touch(session, environment_id=environment_id, user_ids=[user.id])

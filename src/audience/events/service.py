@@ -19,6 +19,7 @@ from audience.errors import AudienceError, Invalid, NotFound
 from audience.events.models import Event
 from audience.pagination import Order, Page, PageParams, paginate
 from audience.schemas import parse_id
+from audience.segments.touched import touch
 from audience.users import service as users
 from audience.users.merge import hold_user
 from audience.users.models import User
@@ -154,6 +155,7 @@ def create_event(
             session, environment_id=environment.id, message_id=message_id
         )
     _seen(session, user=user, at=event.timestamp)
+    touch(session, environment_id=environment.id, user_ids=[user.id])
     return event
 
 

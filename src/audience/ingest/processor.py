@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable, Sequence
+from contextlib import nullcontext
 from datetime import datetime
 from itertools import groupby
 from typing import Any
@@ -30,6 +32,7 @@ from audience.ingest import effects, inbox
 from audience.ingest.mapping import Profile, keys_of, traits_of
 from audience.ingest.models import FailedMessage, InboxMessage, ProcessedMessage
 from audience.ingest.resolve import Failed, Resolver
+from audience.segments import membership
 from audience.users import service as users
 from audience.users.models import Identity, User
 
@@ -37,6 +40,7 @@ log = logging.getLogger("audience.processor")
 
 BATCH_SIZE = 500
 _LEAST_BEFORE_YIELD = 20  # messages a SQLite batch applies before it may yield to requests
+SEGMENT_REFRESH_SECONDS = 60.0  # time windows of segments move at least this often (R-SEG-3)
 _LOCK_KEY = 0x61756469  # "audi": the PostgreSQL advisory lock that makes one processor at a time
 
 
@@ -73,6 +77,7 @@ class Batch:
         self.events: list[tuple[User, dict[str, Any]]] = []
         self.processed: list[dict[str, Any]] = []
         self.failed: list[FailedMessage] = []
+        self.touched: list[User] = []  # every resolved user: their segments are re-evaluated
 
     def _resolver(self) -> Resolver:
         return Resolver(
@@ -98,6 +103,8 @@ class Batch:
         self.flush_events()
         insert_ignore(self.session, ProcessedMessage, self.processed)
         self.session.add_all(self.failed)
+        ids = {user.id for user in self.touched}
+        membership.refresh_users(self.session, environment_id=self.environment.id, user_ids=ids)
 
 
 def _timestamp(payload: dict[str, Any], fallback: datetime) -> datetime:
@@ -128,6 +135,7 @@ def _apply_one(batch: Batch, message: effects.Message, profile: Profile) -> None
         )
     else:
         user = batch.resolver.resolve(keys, message.message_id, message.warnings)
+    batch.touched.append(user)
     effects.apply_profile(session, environment, user, message, profile)
     effects.touch(environment, user, message)
     if message.kind in effects.EVENT_KINDS:
@@ -236,6 +244,7 @@ class Processor:
     def __init__(self, database: Database, *, batch_size: int = BATCH_SIZE) -> None:
         self.database = database
         self.batch_size = batch_size
+        self.segments_refreshed = float("-inf")  # time.monotonic() of the last refresh
 
     def _locked(self, session: Session) -> bool:
         if session.get_bind().dialect.name != "postgresql":
@@ -295,9 +304,22 @@ class Processor:
             total += processed
         return total
 
+    def refresh_segments(self, now: datetime | None = None) -> int:
+        """Re-evaluate the segments with time windows (membership.refresh_segments), under the
+        processor's lock so it never interleaves with a batch's membership changes."""
+        self.segments_refreshed = time.monotonic()
+        turns = self.database.writer_turns
+        turn = turns.processor_turn() if turns is not None else nullcontext()
+        with turn, self.database.transaction() as session:
+            if not self._locked(session):
+                return 0
+            return membership.refresh_segments(session, now=now)
+
     def run_forever(self, stop: threading.Event, *, idle_seconds: float = 0.1) -> None:
         while not stop.is_set():
             try:
+                if time.monotonic() - self.segments_refreshed >= SEGMENT_REFRESH_SECONDS:
+                    self.refresh_segments()
                 if self.run_once():
                     continue
             except Exception:  # keep going: the database may be back in a moment

@@ -22,8 +22,8 @@ from audience.environments.models import Environment
 from audience.errors import AudienceError
 from audience.jobs.models import Job
 from audience.users.models import User
-from audience.users.schemas import CompanyRef, Ref, UserObject, user_object
-from audience.users.service import relations
+from audience.users.render import render as user_objects
+from audience.users.schemas import UserObject
 
 CONTENT_TYPES = {"csv": "text/csv; charset=utf-8", "jsonl": "application/x-ndjson"}
 # Columns of the user object a CSV leaves out: derived copies of other columns (avatar,
@@ -101,21 +101,7 @@ def render(
 ) -> bytes:
     """The lines of these users: the user object of GET /users/{id} (JSONL), or its fields
     with custom attributes as columns, tags by name and companies by company_id (CSV)."""
-    companies, tags = relations(session, user_ids=[user.id for user in users])
-    keep = bool(environment.settings.get("keep_tracking_data"))
-    objects = [
-        user_object(
-            user,
-            companies=[
-                CompanyRef(type="company", id=str(c.id), company_id=c.company_id, name=c.name)
-                for c in companies[user.id]
-            ],
-            tags=[Ref(type="tag", id=str(t.id), name=t.name) for t in tags[user.id]],
-            segments=[],
-            keep_tracking_data=keep,
-        ).model_dump()
-        for user in users
-    ]
+    objects = [user.model_dump() for user in user_objects(session, environment, users)]
     if format == "jsonl":
         return b"".join(orjson.dumps(item) + b"\n" for item in objects)
     buffer = io.StringIO()

@@ -14,6 +14,7 @@ from audience.errors import Conflict, NotFound
 from audience.lists.models import ListMember, UserList
 from audience.pagination import Order, Page, PageParams, paginate
 from audience.refs import UserRefIn, name_prefix, resolve_users
+from audience.segments.touched import touch
 from audience.users.models import User
 from audience.users.service import get_user, live_users
 
@@ -69,6 +70,7 @@ def update_list(
     name = data.get("name", user_list.name)
     if name != user_list.name:
         _check_name(session, environment_id, name, user_list.id)
+        _touch_members(session, user_list)
     description = data.get("description", user_list.description)
     if (name, description) != (user_list.name, user_list.description):
         user_list.name = name
@@ -80,8 +82,16 @@ def update_list(
 
 def delete_list(session: Session, *, environment_id: int, id: int) -> None:
     """Delete a list; the database cascades to its memberships (the users stay)."""
-    session.delete(get_list(session, environment_id=environment_id, id=id))
+    user_list = get_list(session, environment_id=environment_id, id=id)
+    _touch_members(session, user_list)
+    session.delete(user_list)
     session.flush()
+
+
+def _touch_members(session: Session, user_list: UserList) -> None:
+    """Segments naming the list change for its members (segments.touched)."""
+    members = session.scalars(select(ListMember.user_id).where(ListMember.list_id == user_list.id))
+    touch(session, environment_id=user_list.environment_id, user_ids=members)
 
 
 def list_lists(session: Session, *, environment_id: int, q: str | None, params: PageParams) -> Page:
@@ -126,6 +136,7 @@ def _add(session: Session, user_list: UserList, user_ids: list[int]) -> None:
         insert_ignore(session, ListMember, rows)
         user_list.updated_at = now
         session.flush()
+        touch(session, environment_id=user_list.environment_id, user_ids=user_ids)
 
 
 def add_users(
@@ -156,6 +167,7 @@ def remove_user(session: Session, *, environment_id: int, id: int, user_id: int)
     if removed is not None:
         user_list.updated_at = utcnow()
         session.flush()
+        touch(session, environment_id=environment_id, user_ids=[user.id])
     return user_list
 
 

@@ -53,12 +53,38 @@ from audience.segments.filters import (
     Window,
 )
 from audience.segments.jsonsql import Json, Kind
+from audience.segments.models import Segment, SegmentMembership
 from audience.tags.models import Tag, UserTag
 from audience.users.models import User
 
 SegmentMembers = Callable[[tuple[Ref, ...]], ColumnElement[bool]]
 """The hook for segment conditions: refs -> "users.id is a member of any of these segments"
 (no refs: of any segment). It must filter environment_id itself."""
+
+
+def saved_segments(environment_id: int) -> SegmentMembers:
+    """The `segments` hook over stored membership: current members (not exited) of any of the
+    referenced segments of the environment (by id or exact name; none: of any segment)."""
+
+    def members(refs: tuple[Ref, ...]) -> ColumnElement[bool]:
+        query = (
+            select(1)
+            .select_from(SegmentMembership)
+            .join(Segment, Segment.id == SegmentMembership.segment_id)
+            .where(
+                SegmentMembership.user_id == User.id,
+                SegmentMembership.exited_at.is_(None),
+                Segment.environment_id == environment_id,
+            )
+        )
+        if refs:
+            ids = [ref.id for ref in refs if ref.id is not None]
+            names = [ref.name for ref in refs if ref.name is not None]
+            query = query.where(or_(Segment.id.in_(ids), Segment.name.in_(names)))
+        return exists(query)
+
+    return members
+
 
 PAGE_KINDS = ("page", "$pageview")
 _NEGATED = {"ne": "eq", "nin": "in", "not_contains": "contains", "not_exists": "exists"}

@@ -18,7 +18,12 @@ from audience.attributes.models import AttributeDefinition
 from audience.db import utcnow
 from audience.errors import AudienceError
 from audience.pagination import Order, Page, PageParams, paginate
-from audience.segments.compile import SegmentMembers, compile_filter, custom_attribute
+from audience.segments.compile import (
+    SegmentMembers,
+    compile_filter,
+    custom_attribute,
+    saved_segments,
+)
 from audience.segments.filters import Definitions, Filter, FilterError, parse_filter
 from audience.users.models import User
 from audience.users.service import SORTABLE, live_users, text_match
@@ -55,7 +60,7 @@ def parse(
     """`raw` (decoded JSON) as a filter of this environment, or a 400 naming the bad spot."""
     if definitions is None:
         definitions = load_definitions(session, environment_id=environment_id)
-    return parse_filter(raw, definitions=definitions, path=path)
+    return parse_filter(raw, definitions=definitions, path=path, allow_segments=True)
 
 
 def parse_parameter(text: str, *, field: str = "filter") -> Any:
@@ -76,13 +81,14 @@ def condition(
     now: datetime | None = None,
     segments: SegmentMembers | None = None,
 ) -> ColumnElement[bool]:
-    """The SQL condition on `users` for `filter` (use it under `live_users`)."""
+    """The SQL condition on `users` for `filter` (use it under `live_users`); segment
+    conditions read the stored membership unless `segments` says otherwise."""
     return compile_filter(
         filter,
         environment_id=environment_id,
         now=now or utcnow(),
         dialect=session.get_bind().dialect.name,
-        segments=segments,
+        segments=segments or saved_segments(environment_id),
     )
 
 
@@ -110,7 +116,7 @@ def search_users(
     order = user_order(session, sort=sort, descending=descending, definitions=definitions)
     query = live_users(environment_id)
     if filter is not None:
-        parsed = parse_filter(filter, definitions=definitions)
+        parsed = parse_filter(filter, definitions=definitions, allow_segments=True)
         query = query.where(
             condition(session, environment_id=environment_id, filter=parsed, now=now)
         )

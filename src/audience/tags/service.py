@@ -19,6 +19,7 @@ from audience.refs import (
     resolve_companies,
     resolve_users,
 )
+from audience.segments.touched import touch
 from audience.tags.models import CompanyTag, Tag, UserTag
 from audience.users.models import User
 from audience.users.service import get_user, live_users
@@ -66,12 +67,20 @@ def rename_tag(session: Session, *, environment_id: int, id: int, name: str) -> 
         raise _taken(name)
     tag.name = name
     _save(session, tag, name)
+    _touch_tagged(session, environment_id, tag.id)
     return tag
+
+
+def _touch_tagged(session: Session, environment_id: int, tag_id: int) -> None:
+    """Segments naming the tag change for the users who have it (segments.touched)."""
+    tagged = session.scalars(select(UserTag.user_id).where(UserTag.tag_id == tag_id))
+    touch(session, environment_id=environment_id, user_ids=tagged)
 
 
 def delete_tag(session: Session, *, environment_id: int, id: int) -> None:
     """Delete a tag; the database cascades to its user and company links."""
     tag = get_tag(session, environment_id=environment_id, id=id)
+    _touch_tagged(session, environment_id, tag.id)
     session.delete(tag)
     session.flush()
 
@@ -114,6 +123,7 @@ def tag_users(session: Session, *, environment_id: int, id: int, refs: Sequence[
     now = utcnow()
     rows = [{"tag_id": tag.id, "user_id": user_id, "tagged_at": now} for user_id in user_ids]
     insert_ignore(session, UserTag, rows)
+    touch(session, environment_id=environment_id, user_ids=user_ids)
     return tag
 
 
@@ -127,6 +137,7 @@ def tag_user(
     else:
         tag = _tag_named(session, environment_id, name or "")
     insert_ignore(session, UserTag, [{"tag_id": tag.id, "user_id": user.id, "tagged_at": utcnow()}])
+    touch(session, environment_id=environment_id, user_ids=[user.id])
     return tag
 
 
@@ -152,6 +163,7 @@ def untag_user(session: Session, *, environment_id: int, id: int, user_id: int) 
     tag = get_tag(session, environment_id=environment_id, id=id)
     user = get_user(session, environment_id=environment_id, id=user_id)
     session.execute(delete(UserTag).where(UserTag.tag_id == tag.id, UserTag.user_id == user.id))
+    touch(session, environment_id=environment_id, user_ids=[user.id])
     return tag
 
 

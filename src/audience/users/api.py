@@ -13,18 +13,17 @@ from audience.environments.models import Environment
 from audience.errors import AudienceError
 from audience.pagination import Page, Pagination
 from audience.schemas import Deleted, parse_id, unix
+from audience.segments import membership
 from audience.segments import service as segments
 from audience.users import service
 from audience.users.models import User
+from audience.users.render import render
 from audience.users.schemas import (
     AttributeChangeList,
     AttributeChangeObject,
-    CompanyRef,
-    Ref,
     UserList,
     UserObject,
     UserWrite,
-    user_object,
 )
 
 router = APIRouter(prefix="/users", tags=["users"], route_class=TransactionRoute)
@@ -32,24 +31,6 @@ router = APIRouter(prefix="/users", tags=["users"], route_class=TransactionRoute
 
 def source(request: Request) -> service.ChangeSource:
     return service.ChangeSource("api", getattr(request.state, "actor", None))
-
-
-def render(session: Session, environment: Environment, users: list[User]) -> list[UserObject]:
-    companies, tags = service.relations(session, user_ids=[user.id for user in users])
-    keep = bool(environment.settings.get("keep_tracking_data"))
-    return [
-        user_object(
-            user,
-            companies=[
-                CompanyRef(type="company", id=str(c.id), company_id=c.company_id, name=c.name)
-                for c in companies[user.id]
-            ],
-            tags=[Ref(type="tag", id=str(t.id), name=t.name) for t in tags[user.id]],
-            segments=[],
-            keep_tracking_data=keep,
-        )
-        for user in users
-    ]
 
 
 def render_one(session: Session, environment: Environment, user: User) -> UserObject:
@@ -67,6 +48,7 @@ def create_user(
 ) -> UserObject:
     data = body.model_dump(exclude_unset=True)
     user = service.create_user(session, environment=environment, data=data, source=source(request))
+    membership.refresh_users(session, environment_id=environment.id, user_ids=[user.id])
     return render_one(session, environment, user)
 
 
@@ -156,6 +138,7 @@ def update_user(
         data=body.model_dump(exclude_unset=True),
         source=source(request),
     )
+    membership.refresh_users(session, environment_id=environment.id, user_ids=[user.id])
     return render_one(session, environment, user)
 
 
