@@ -74,12 +74,14 @@ class Json:
         return self._sqlite(doc, key)[1]
 
     def _is(self, json_type: ColumnElement[str], kind: Kind) -> ColumnElement[bool]:
-        return json_type == kind if self.pg else json_type.in_(_SQLITE_TYPES[kind])
+        if self.pg:
+            return json_type == _key(kind)
+        return json_type.in_([_key(name) for name in _SQLITE_TYPES[kind]])
 
     def present(self, doc: Any, key: str) -> ColumnElement[bool]:
         """The key holds a value other than null."""
         json_type = self._type(doc, key)
-        return and_(json_type.is_not(None), json_type != "null")
+        return and_(json_type.is_not(None), json_type != _key("null"))
 
     def is_array(self, doc: Any, key: str) -> ColumnElement[bool]:
         json_type = self._type(doc, key)
@@ -116,8 +118,8 @@ class Json:
     def _shaped(self, text: ColumnElement[Any], glob: str) -> ColumnElement[bool]:
         """`text` matches a GLOB-style shape (? one character, * any), case-sensitively."""
         if self.pg:
-            return text.like(glob.replace("?", "_").replace("*", "%"))
-        return text.op("GLOB")(literal(glob, String))  # SQLite's LIKE ignores case
+            return text.like(_key(glob.replace("?", "_").replace("*", "%")))
+        return text.op("GLOB")(_key(glob))  # SQLite's LIKE ignores case
 
     def any_element(self, doc: Any, key: str, kind: Kind, test: Test) -> ColumnElement[bool]:
         """`doc[key]` is an array with an element of `kind` for which `test` holds."""
@@ -136,19 +138,20 @@ class Json:
     def _pg_typed(self, json_type: ColumnElement[str], text: Any, kind: Kind) -> ColumnElement[Any]:
         # CASE, unlike AND, fixes the order of evaluation: nothing is cast before its type is known.
         if kind == "string":
-            return type_coerce(case((json_type == "string", text)), String)
+            return type_coerce(case((json_type == _key("string"), text)), String)
         if kind == "boolean":
-            return type_coerce(case((json_type == "boolean", text == "true")), Boolean)
+            return type_coerce(case((json_type == _key("boolean"), text == _key("true"))), Boolean)
         # jsonb prints numbers without exponent: under 300 characters fits a float8.
-        number = case((func.length(text) < 300, cast(text, Float)))
-        return type_coerce(case((json_type == "number", number)), Float)
+        number = case((func.length(text) < literal_column("300"), cast(text, Float)))
+        return type_coerce(case((json_type == _key("number"), number)), Float)
 
     def _sqlite_typed(
         self, json_type: ColumnElement[str], value: ColumnElement[Any], kind: Kind
     ) -> ColumnElement[Any]:
         if kind == "boolean":
             return type_coerce(
-                case((json_type == "true", True), (json_type == "false", False)), Boolean
+                case((json_type == _key("true"), True), (json_type == _key("false"), False)),
+                Boolean,
             )
         if kind == "number":  # the same range as PostgreSQL's, so both agree on what a number is
             number = case((func.abs(value) < _FLOAT_LIMIT, value))

@@ -1,0 +1,202 @@
+"""Expression indexes on `users` for the custom attributes that saved segments filter on.
+
+Each index is `(environment_id, <expression>)` where the expression is rendered from the very
+function the filter compiler uses (`compile.custom_attribute`, lowered for strings as `compare`
+lowers them), so the planner can match it. One index serves every environment, so the wanted
+set is global: `sync_segment_indexes(engine)` derives it from all saved segments, creates what
+is missing and drops `ix_users_ca_*` indexes nobody wants any more.
+
+PostgreSQL builds them `CONCURRENTLY` (no write lock on users) on an autocommit connection,
+under an advisory lock so two processes don't race; an INVALID leftover of an interrupted build
+is dropped and rebuilt. SQLite builds them in one write transaction (its writer lock serialises
+processes). Call it after the transaction that saved the segment has committed: a concurrent
+build waits for every open transaction, the caller's own included.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import ColumnElement, Connection, Engine, func, select, text
+from sqlalchemy.dialects.postgresql.base import PGDialect
+from sqlalchemy.dialects.sqlite.base import SQLiteDialect
+from sqlalchemy.orm import Session
+
+from audience.segments.compile import custom_attribute
+from audience.segments.filters import Condition, FilterError, parse_filter, walk
+from audience.segments.jsonsql import _safe_path_key
+from audience.segments.models import Segment
+from audience.segments.service import load_definitions
+
+PREFIX = "ix_users_ca_"
+INDEXABLE = ("string", "number", "boolean", "date", "datetime")
+# Any constant: the key of the advisory lock that serialises index builds on PostgreSQL.
+_LOCK_KEY = 0x5E6_1DE5
+_LOCK_PATIENCE = 3600.0  # seconds: builds on a large users table take minutes
+
+Wanted = tuple[str, str, str]
+"""(model, attribute name, type); only model "user" has indexes (companies are joined)."""
+
+
+@dataclass(frozen=True)
+class CustomIndex:
+    name: str
+    expression: str  # SQL text, identical to what the compiler generates
+    postgresql: bool
+
+    def create_sql(self) -> str:
+        # id last on PostgreSQL: pages order by (expression, id); SQLite indexes hold the rowid.
+        columns = f"environment_id, ({self.expression})" + (", id" if self.postgresql else "")
+        concurrently = "CONCURRENTLY " if self.postgresql else ""
+        return f"CREATE INDEX {concurrently}IF NOT EXISTS {self.name} ON users ({columns})"
+
+    def drop_sql(self) -> str:
+        return drop_sql(self.name, self.postgresql)
+
+
+def drop_sql(name: str, postgresql: bool) -> str:
+    return f"DROP INDEX {'CONCURRENTLY ' if postgresql else ''}IF EXISTS {name}"
+
+
+def filter_expression(name: str, type_: str, *, dialect: str) -> ColumnElement[Any]:
+    """A custom attribute as a filter compares it: strings lowered (compile._Compiler.compare)."""
+    expression = custom_attribute(name, type_, dialect=dialect)
+    return func.lower(expression) if type_ == "string" else expression
+
+
+def index_for(model: str, name: str, type_: str, *, dialect: str) -> CustomIndex | None:
+    """The index serving filters on a custom attribute, None when there can be none (a list,
+    a company attribute, a key SQLite reads through json_each)."""
+    if model != "user" or type_ not in INDEXABLE:
+        return None
+    if dialect == "sqlite" and not _safe_path_key(name):
+        return None
+    pg = dialect == "postgresql"
+    sql_dialect = PGDialect() if pg else SQLiteDialect()  # type: ignore[no-untyped-call]
+    compiled = filter_expression(name, type_, dialect=dialect).compile(
+        dialect=sql_dialect, compile_kwargs={"literal_binds": True}
+    )
+    # Unqualified: SQLite refuses "users." in an index; both match columns once resolved.
+    expression = str(compiled).replace("users.custom_attributes", "custom_attributes")
+    digest = hashlib.sha256(f"{type_}\0{name}".encode()).hexdigest()[:16]
+    return CustomIndex(PREFIX + digest, expression, dialect == "postgresql")
+
+
+def wanted_by_segments(session: Session) -> set[Wanted]:
+    """The user custom attributes that saved segments filter on (all environments)."""
+    wanted: set[Wanted] = set()
+    definitions: dict[int, Any] = {}
+    for environment_id, raw in session.execute(select(Segment.environment_id, Segment.filter)):
+        if environment_id not in definitions:
+            definitions[environment_id] = load_definitions(session, environment_id=environment_id)
+        try:
+            parsed = parse_filter(raw, definitions=definitions[environment_id], allow_segments=True)
+        except FilterError:  # a definition changed since: nothing to index for it
+            continue
+        for node in walk(parsed):
+            if isinstance(node, Condition):
+                field = node.field
+                if field.scope == "user" and field.custom:
+                    wanted.add(("user", field.name, field.type))
+    return wanted
+
+
+def existing_indexes(connection: Connection) -> dict[str, bool]:
+    """Our indexes on users: name -> usable (False: an interrupted concurrent build)."""
+    if connection.dialect.name == "postgresql":
+        rows = connection.execute(
+            text(
+                "SELECT c.relname, i.indisvalid FROM pg_index i "
+                "JOIN pg_class c ON c.oid = i.indexrelid "
+                "JOIN pg_class t ON t.oid = i.indrelid "
+                "WHERE t.relname = 'users' AND t.relnamespace = to_regnamespace(current_schema()) "
+                "AND c.relname LIKE :prefix"
+            ),
+            {"prefix": PREFIX + "%"},
+        )
+        return {name: bool(valid) for name, valid in rows}
+    rows = connection.execute(
+        text(
+            "SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'users' "
+            "AND name LIKE :prefix"
+        ),
+        {"prefix": PREFIX + "%"},
+    )
+    return {name: True for (name,) in rows}
+
+
+@dataclass
+class SyncResult:
+    created: list[str]
+    dropped: list[str]
+
+
+def sync_custom_attribute_indexes(engine: Engine, *, wanted: Iterable[Wanted]) -> SyncResult:
+    """Make the `ix_users_ca_*` indexes exactly those of `wanted`. Idempotent; safe to run from
+    several processes at once. Takes an Engine: PostgreSQL needs its own autocommit connection."""
+    dialect = engine.dialect.name
+    indexes = {
+        index.name: index
+        for model, name, type_ in wanted
+        if (index := index_for(model, name, type_, dialect=dialect)) is not None
+    }
+    postgresql = dialect == "postgresql"
+    result = SyncResult([], [])
+    if postgresql:
+        with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
+            _lock(connection)
+            try:
+                _apply(connection, indexes, result, postgresql=True)
+            finally:
+                connection.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": _LOCK_KEY})
+        return result
+    # BEGIN IMMEDIATE (db.make_engine's hook): the write lock up front, one sync at a time.
+    with engine.execution_options(sqlite_immediate=True).begin() as connection:
+        _apply(connection, indexes, result, postgresql=False)
+    return result
+
+
+def _lock(connection: Connection) -> None:
+    """Take the advisory lock by polling: a session blocked in pg_advisory_lock is a running
+    transaction, which the other session's CREATE INDEX CONCURRENTLY would wait for (deadlock)."""
+    deadline = time.monotonic() + _LOCK_PATIENCE
+    query = text("SELECT pg_try_advisory_lock(:key)")
+    while not connection.execute(query, {"key": _LOCK_KEY}).scalar_one():
+        if time.monotonic() > deadline:
+            raise TimeoutError("another process has been building indexes for too long")
+        time.sleep(0.2)
+
+
+def _apply(
+    connection: Connection,
+    indexes: dict[str, CustomIndex],
+    result: SyncResult,
+    *,
+    postgresql: bool,
+) -> None:
+    existing = existing_indexes(connection)
+    for name, valid in sorted(existing.items()):
+        if name not in indexes or not valid:
+            connection.execute(text(drop_sql(name, postgresql)))
+            if name not in indexes:
+                result.dropped.append(name)
+    for name, index in sorted(indexes.items()):
+        if not existing.get(name, False):
+            connection.execute(text(index.create_sql()))
+            result.created.append(name)
+    # Statistics of the new expressions: without them both planners may keep a worse index.
+    if postgresql and result.created:
+        connection.execute(text("ANALYZE users"))
+    for name in [] if postgresql else result.created:
+        connection.execute(text(f"ANALYZE {name}"))
+
+
+def sync_segment_indexes(engine: Engine) -> SyncResult:
+    """What to call after a segment is created, updated or deleted (once committed)."""
+    with Session(engine) as session:
+        wanted = wanted_by_segments(session)
+    return sync_custom_attribute_indexes(engine, wanted=wanted)
