@@ -31,11 +31,10 @@ from audience.cli import (
     app,
     environments_app,
     keys_app,
-    server_warnings,
     users_app,
 )
 from audience.config import Settings
-from audience.db import Database
+from audience.db import Database, server_warnings
 from audience.environments.models import ApiKey, Environment
 from audience.environments.service import environment_for_api_key
 from audience.users.models import User

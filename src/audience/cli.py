@@ -24,14 +24,14 @@ from rich.cells import cell_len
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Column, Table
-from sqlalchemy import Engine, func, inspect, make_url, select, text
+from sqlalchemy import Engine, func, inspect, make_url, select
 from sqlalchemy.exc import DBAPIError, IntegrityError, SQLAlchemyError
 
 from audience import __version__
 from audience.agents.models import ROLES
 from audience.agents.service import create_agent, list_agents
 from audience.config import Settings
-from audience.db import Database
+from audience.db import Database, server_warnings
 from audience.environments.service import (
     Bootstrapped,
     bootstrap,
@@ -167,31 +167,6 @@ def when(value: datetime | None) -> str:
 
 
 # --- serve and migrate ----------------------------------------------------------------------
-
-
-def server_warnings(engine: Engine) -> list[str]:
-    """PostgreSQL settings that can lose committed data on a crash (R-OPS-5), or leave the
-    planner without statistics."""
-    if engine.dialect.name != "postgresql":
-        return []
-    warnings = []
-    with engine.connect() as connection:
-        fsync = connection.execute(text("SHOW fsync")).scalar()
-        synchronous_commit = connection.execute(text("SHOW synchronous_commit")).scalar()
-        autovacuum = connection.execute(text("SHOW autovacuum")).scalar()
-    if autovacuum == "off":
-        warnings.append(
-            "autovacuum is off: tables are never analyzed, so lookups may read whole tables "
-            "(ingestion measured 2-4x slower); turn it on or run ANALYZE regularly"
-        )
-    if fsync == "off":
-        warnings.append("fsync is off: a crash of the server can corrupt the whole database")
-    if synchronous_commit == "off":
-        warnings.append(
-            "synchronous_commit is off: a crash can lose recently accepted data "
-            "that audience already answered as stored"
-        )
-    return warnings
 
 
 def public_base_url(host: str, port: int) -> str:
