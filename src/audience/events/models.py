@@ -18,7 +18,15 @@ class Event(Base):
         Index(
             "ix_events_environment_id_user_id_timestamp", "environment_id", "user_id", "timestamp"
         ),
-        Index("ix_events_environment_id_name_timestamp", "environment_id", "name", "timestamp"),
+        # user_id last: behaviour conditions group a name's events in a window by user from the
+        # index alone (migration 0005).
+        Index(
+            "ix_events_environment_id_name_timestamp_user_id",
+            "environment_id",
+            "name",
+            "timestamp",
+            "user_id",
+        ),
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
