@@ -34,6 +34,7 @@ def _api_routers() -> list[APIRouter]:
     from audience.jobs.api import router as jobs
     from audience.lists.api import router as lists
     from audience.mappings.api import router as mappings
+    from audience.messages.api import router as messages
     from audience.segments.api import router as search
     from audience.tags.api import router as tags
     from audience.users.api import router as users
@@ -49,6 +50,7 @@ def _api_routers() -> list[APIRouter]:
         attributes,
         merges,
         failed_messages,
+        messages,
         mappings,
         webhooks,
         search,

@@ -3,7 +3,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ForeignKey, String, Text
+from sqlalchemy import ForeignKey, Index, String, Text, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from audience.db import Base, BigId, Json, UtcDateTime, utcnow
@@ -50,6 +50,19 @@ class ProcessedMessage(Base):
     """
 
     __tablename__ = "processed_messages"
+    __table_args__ = (
+        # Only the rows with warnings, newest first, for /api/v1/message-warnings (migration
+        # 0007). `warnings != '[]'` reads the same on both databases (JSONB; JSON text on
+        # SQLite); queries repeat it word for word so that either planner picks this index.
+        Index(
+            "ix_processed_messages_warned",
+            "environment_id",
+            "processed_at",
+            "message_id",
+            sqlite_where=text("warnings != '[]'"),
+            postgresql_where=text("warnings != '[]'"),
+        ),
+    )
 
     environment_id: Mapped[int] = mapped_column(
         ForeignKey("environments.id", ondelete="CASCADE"), primary_key=True
