@@ -20,6 +20,7 @@ from audience.config import Settings
 from audience.db import Database, utcnow
 from audience.ingest.models import InboxMessage
 from audience.ratelimit import RateLimits
+from audience.segments.indexes import IndexKeeper
 
 log = logging.getLogger("audience")
 
@@ -94,9 +95,16 @@ def _nul_field(scope: Scope) -> str | None:
 
 def _lifespan(settings: Settings, database: Database) -> Any:
     @asynccontextmanager
-    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         stop = threading.Event()
         threads = []
+        if settings.segment_indexes:
+            keeper = app.state.index_keeper
+            threads.append(
+                threading.Thread(
+                    target=keeper.run_forever, args=(stop,), name="segment-indexes", daemon=True
+                )
+            )
         if settings.processor:
             from audience.ingest.processor import Processor
 
@@ -149,6 +157,7 @@ def create_app(settings: Settings | None = None, *, database: Database | None = 
     app.state.settings = settings
     app.state.database = database
     app.state.rate_limits = RateLimits(settings)
+    app.state.index_keeper = IndexKeeper(database)
     errors.install(app)
     app.add_middleware(RefuseNul)
     for router in _api_routers():

@@ -38,6 +38,11 @@ class Settings(BaseSettings):
         description="Run bulk operation and export jobs in a background thread of `audience "
         "serve` (`audience worker` always runs them too; several runners are safe).",
     )
+    segment_indexes: bool = Field(
+        True,
+        description="Build and drop indexes for the custom attributes saved segments filter on, "
+        "from a background thread of `audience serve`.",
+    )
     webhook_allow_private: bool = Field(
         False,
         description="Let webhooks reach loopback, private, link-local and other non-public "

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import random
+import threading
+import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
@@ -212,3 +214,52 @@ def test_two_syncs_at_once_build_each_index_once(populated: Tenant, database: Da
     with database.engine.connect() as connection:
         assert all(indexes.existing_indexes(connection).values())
     indexes.sync_custom_attribute_indexes(database.engine, wanted=set())
+
+
+def _eventually(check: Any, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.05)
+
+
+def test_segment_writes_keep_the_indexes_in_step(populated: Tenant, database: Database) -> None:
+    """The API wakes the app's IndexKeeper after each segment write has committed; its thread
+    builds what saved filters use and drops what they no longer use."""
+    keeper = populated.client.app.state.index_keeper  # type: ignore[attr-defined]
+    stop = threading.Event()
+    thread = threading.Thread(target=keeper.run_forever, args=(stop,), daemon=True)
+    thread.start()
+    dialect = database.engine.dialect.name
+
+    def ours() -> set[str]:
+        with database.engine.connect() as connection:
+            return {name for name, valid in indexes.existing_indexes(connection).items() if valid}
+
+    try:
+        created = populated.client.post(
+            "/api/v1/segments",
+            json={
+                "name": "Pro",
+                "filter": {"field": "custom_attributes.plan", "op": "eq", "value": "pro"},
+            },
+        )
+        assert created.status_code == 200, created.text
+        _eventually(lambda: ours() == {_index("plan", dialect)})
+        id = created.json()["id"]
+
+        renamed = populated.client.patch(f"/api/v1/segments/{id}", json={"name": "Payers"})
+        assert renamed.status_code == 200, renamed.text
+        changed = populated.client.patch(
+            f"/api/v1/segments/{id}",
+            json={"filter": {"field": "custom_attributes.mrr", "op": "gte", "value": 5}},
+        )
+        assert changed.status_code == 200, changed.text
+        _eventually(lambda: ours() == {_index("mrr", dialect)})
+
+        assert populated.client.delete(f"/api/v1/segments/{id}").status_code == 200
+        _eventually(lambda: ours() == set())
+    finally:
+        stop.set()
+        thread.join(timeout=30)
+        indexes.sync_custom_attribute_indexes(database.engine, wanted=set())

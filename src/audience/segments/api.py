@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from fastapi import APIRouter, BackgroundTasks, Request
 from sqlalchemy.orm import Session
 
 from audience.auth import CurrentEnvironment, DbSession
@@ -56,6 +56,12 @@ def render_one(session: Session, segment: Segment) -> SegmentObject:
     return render(session, [segment])[0]
 
 
+def _sync_indexes(request: Request, background: BackgroundTasks) -> None:
+    """Once the write has committed (background tasks run after the response), bring the
+    custom-attribute indexes in step with the segments (segments/indexes.py)."""
+    background.add_task(request.app.state.index_keeper.wake)
+
+
 def segment_list(session: Session, page: Page) -> SegmentList:
     return SegmentList(
         total_count=page.total, segments=render(session, list(page.items)), pages=page.pages()
@@ -64,11 +70,16 @@ def segment_list(session: Session, page: Page) -> SegmentList:
 
 @writes.post("/segments", response_model=SegmentObject, summary="Create a segment")
 def create_segment(
-    body: SegmentCreate, environment: CurrentEnvironment, session: DbSession
+    body: SegmentCreate,
+    environment: CurrentEnvironment,
+    session: DbSession,
+    request: Request,
+    background: BackgroundTasks,
 ) -> SegmentObject:
     segment = saved.create_segment(
         session, environment_id=environment.id, name=body.name, filter=body.filter
     )
+    _sync_indexes(request, background)
     return render_one(session, segment)
 
 
@@ -103,7 +114,12 @@ def get_segment(id: str, environment: CurrentEnvironment, session: DbSession) ->
 
 @writes.patch("/segments/{id}", response_model=SegmentObject, summary="Rename or change a filter")
 def update_segment(
-    id: str, body: SegmentUpdate, environment: CurrentEnvironment, session: DbSession
+    id: str,
+    body: SegmentUpdate,
+    environment: CurrentEnvironment,
+    session: DbSession,
+    request: Request,
+    background: BackgroundTasks,
 ) -> SegmentObject:
     segment = saved.update_segment(
         session,
@@ -112,12 +128,21 @@ def update_segment(
         name=body.name,
         filter=body.filter,
     )
+    if body.filter is not None:
+        _sync_indexes(request, background)
     return render_one(session, segment)
 
 
 @writes.delete("/segments/{id}", response_model=Deleted, summary="Delete a segment")
-def delete_segment(id: str, environment: CurrentEnvironment, session: DbSession) -> Deleted:
+def delete_segment(
+    id: str,
+    environment: CurrentEnvironment,
+    session: DbSession,
+    request: Request,
+    background: BackgroundTasks,
+) -> Deleted:
     saved.delete_segment(session, environment_id=environment.id, id=parse_id(id, "segment"))
+    _sync_indexes(request, background)
     return Deleted(id=id, object="segment")
 
 

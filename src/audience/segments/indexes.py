@@ -10,12 +10,16 @@ PostgreSQL builds them `CONCURRENTLY` (no write lock on users) on an autocommit 
 under an advisory lock so two processes don't race; an INVALID leftover of an interrupted build
 is dropped and rebuilt. SQLite builds them in one write transaction (its writer lock serialises
 processes). Call it after the transaction that saved the segment has committed: a concurrent
-build waits for every open transaction, the caller's own included.
+build waits for every open transaction, the caller's own included. `IndexKeeper` does that in a
+thread of `audience serve`: woken after each segment write, and every few minutes anyway for
+segments another process changed.
 """
 
 from __future__ import annotations
 
 import hashlib
+import logging
+import threading
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -26,11 +30,14 @@ from sqlalchemy.dialects.postgresql.base import PGDialect
 from sqlalchemy.dialects.sqlite.base import SQLiteDialect
 from sqlalchemy.orm import Session
 
+from audience.db import Database, WriterTurns
 from audience.segments.compile import custom_attribute
 from audience.segments.filters import Condition, FilterError, parse_filter, walk
 from audience.segments.jsonsql import _safe_path_key
 from audience.segments.models import Segment
 from audience.segments.service import load_definitions
+
+log = logging.getLogger("audience.segments.indexes")
 
 PREFIX = "ix_users_ca_"
 INDEXABLE = ("string", "number", "boolean", "date", "datetime")
@@ -135,9 +142,12 @@ class SyncResult:
     dropped: list[str]
 
 
-def sync_custom_attribute_indexes(engine: Engine, *, wanted: Iterable[Wanted]) -> SyncResult:
+def sync_custom_attribute_indexes(
+    engine: Engine, *, wanted: Iterable[Wanted], writer_turns: WriterTurns | None = None
+) -> SyncResult:
     """Make the `ix_users_ca_*` indexes exactly those of `wanted`. Idempotent; safe to run from
-    several processes at once. Takes an Engine: PostgreSQL needs its own autocommit connection."""
+    several processes at once. Takes an Engine: PostgreSQL needs its own autocommit connection.
+    On SQLite, `writer_turns` (the app's) makes the build queue for the writer like a request."""
     dialect = engine.dialect.name
     indexes = {
         index.name: index
@@ -146,6 +156,9 @@ def sync_custom_attribute_indexes(engine: Engine, *, wanted: Iterable[Wanted]) -
     }
     postgresql = dialect == "postgresql"
     result = SyncResult([], [])
+    with engine.connect() as connection:  # nothing to do is the common case: no lock for it
+        if existing_indexes(connection) == dict.fromkeys(indexes, True):
+            return result
     if postgresql:
         with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
             _lock(connection)
@@ -154,9 +167,16 @@ def sync_custom_attribute_indexes(engine: Engine, *, wanted: Iterable[Wanted]) -
             finally:
                 connection.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": _LOCK_KEY})
         return result
-    # BEGIN IMMEDIATE (db.make_engine's hook): the write lock up front, one sync at a time.
-    with engine.execution_options(sqlite_immediate=True).begin() as connection:
-        _apply(connection, indexes, result, postgresql=False)
+    if writer_turns is not None:
+        writer_turns.queue()
+        writer_turns.acquire()
+    try:
+        # BEGIN IMMEDIATE (db.make_engine's hook): the write lock up front, one sync at a time.
+        with engine.execution_options(sqlite_immediate=True).begin() as connection:
+            _apply(connection, indexes, result, postgresql=False)
+    finally:
+        if writer_turns is not None:
+            writer_turns.release()
     return result
 
 
@@ -195,8 +215,44 @@ def _apply(
         connection.execute(text(f"ANALYZE {name}"))
 
 
-def sync_segment_indexes(engine: Engine) -> SyncResult:
+def sync_segment_indexes(engine: Engine, writer_turns: WriterTurns | None = None) -> SyncResult:
     """What to call after a segment is created, updated or deleted (once committed)."""
     with Session(engine) as session:
         wanted = wanted_by_segments(session)
-    return sync_custom_attribute_indexes(engine, wanted=wanted)
+    return sync_custom_attribute_indexes(engine, wanted=wanted, writer_turns=writer_turns)
+
+
+class IndexKeeper:
+    """Keeps the indexes in step with the saved segments from a background thread: `wake()`
+    after a segment write has committed (a request never waits for a build), and a full check
+    every `interval` seconds for segments saved by another process."""
+
+    def __init__(self, database: Database, *, interval: float = 300.0) -> None:
+        self.database = database
+        self.interval = interval
+        self._woken = threading.Event()
+        self.synced = threading.Event()  # set after each sync attempt (tests wait on it)
+
+    def wake(self) -> None:
+        self._woken.set()
+
+    def sync_once(self) -> SyncResult:
+        self._woken.clear()  # before reading: a wake during the sync means "run again"
+        try:
+            return sync_segment_indexes(self.database.engine, self.database.writer_turns)
+        finally:
+            self.synced.set()
+
+    def run_forever(self, stop: threading.Event) -> None:
+        while not stop.is_set():
+            try:
+                result = self.sync_once()
+                if result.created or result.dropped:
+                    log.info(
+                        "segment indexes created %s, dropped %s", result.created, result.dropped
+                    )
+            except Exception:  # the database may be back in a moment; the next wake retries
+                log.exception("segment index sync failed")
+            deadline = time.monotonic() + self.interval
+            while not (stop.is_set() or self._woken.wait(1.0) or time.monotonic() > deadline):
+                pass
