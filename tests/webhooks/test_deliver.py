@@ -5,6 +5,7 @@ The deliverer's clock is faked; only the timeout test waits (half a second), for
 
 from __future__ import annotations
 
+import threading
 import time
 from datetime import timedelta
 from pathlib import Path
@@ -23,6 +24,7 @@ from audience.db import Database
 from audience.webhooks import deliver
 from audience.webhooks.deliver import Deliverer, backoff, claim
 from tests.conftest import Tenant
+from tests.processing.helpers import message, process, send
 from tests.webhooks.helpers import FakeClock, Receiver, Reply, create_webhook, delivery, verify
 
 ALL_TOPICS = ["user.created", "user.deleted", "user.merged", "user.unmerged"]
@@ -441,3 +443,47 @@ def test_worker_once_sends_due_webhooks(
     assert result.exit_code == 0, result.output
     assert "attempted 1 webhook deliveries" in result.output
     assert len(receiver.requests) == 1
+
+
+def test_a_commit_that_queues_a_delivery_wakes_an_idle_sender(
+    private_api: TestClient,
+    app: TestClient,
+    tenant: Tenant,
+    database: Database,
+    receiver: Receiver,
+    deliverer: Deliverer,
+) -> None:
+    """The sender polls only every `idle_seconds` (here far longer than the test waits), yet
+    deliveries committed in its process go out at once: from a REST request, and from the
+    processor, whose batch queues them inside a savepoint (released before the real commit)."""
+    define = {"model": "user", "name": "plan", "type": "string"}
+    assert private_api.post("/api/v1/data_attributes", json=define).status_code == 200
+    pro = {"field": "custom_attributes.plan", "op": "eq", "value": "pro"}
+    segment = private_api.post("/api/v1/segments", json={"name": "Pro", "filter": pro})
+    assert segment.status_code == 200, segment.text
+    stop = threading.Event()
+    thread = threading.Thread(
+        target=deliverer.run_forever, args=(stop,), kwargs={"idle_seconds": 600}
+    )
+    thread.start()
+
+    def arrived(count: int) -> bool:
+        deadline = time.monotonic() + 60
+        while len(receiver.requests) < count and time.monotonic() < deadline:
+            time.sleep(0.05)
+        return len(receiver.requests) == count
+
+    try:
+        time.sleep(0.2)  # let it find the outbox empty and go idle
+        webhook = create_webhook(private_api, url=receiver.url, topics=["segment.entered"])
+        ping = private_api.post(f"/api/v1/webhooks/{webhook['id']}/ping")  # queued by a request
+        assert ping.status_code == 200, ping.text
+        assert arrived(1)
+        send(app, tenant, message("identify", userId="u1", traits={"plan": "pro"}))
+        process(database)
+        assert arrived(2)
+        assert orjson.loads(receiver.requests[1].body)["topic"] == "segment.entered"
+    finally:
+        stop.set()
+        thread.join(timeout=10)
+    assert not thread.is_alive()

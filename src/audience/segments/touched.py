@@ -41,4 +41,7 @@ def _before_commit(session: Session) -> None:
 
 @event.listens_for(Session, "after_rollback")
 def _after_rollback(session: Session) -> None:
-    session.info.pop(KEY, None)
+    # A savepoint rolled back (it fires for those too) leaves what the transaction touched
+    # before it to be refreshed; re-evaluating a user whose change was undone is harmless.
+    if not session.in_nested_transaction():
+        session.info.pop(KEY, None)

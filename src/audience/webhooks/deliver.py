@@ -8,6 +8,9 @@ least once, and receivers dedupe on `X-Audience-Delivery`.
 
 2xx is success. Anything else (another status, a redirect, a timeout, a refused address) is a
 failed attempt, retried after 30 s, doubling, at most 2 h apart, until MAX_ATTEMPTS.
+
+An idle sender looks at the outbox once a second, and at once when a commit in its own process
+has queued deliveries (`_queued`): a segment change reaches its webhook well within a second.
 """
 
 from __future__ import annotations
@@ -22,8 +25,8 @@ from typing import Any
 
 import httpx
 import orjson
-from sqlalchemy import select, update
-from sqlalchemy.orm import Session
+from sqlalchemy import event, select, update
+from sqlalchemy.orm import Session, object_session
 
 from audience import __version__
 from audience.db import Database, utcnow
@@ -50,6 +53,30 @@ KEPT_RESPONSE = 1000  # characters of it kept in the delivery log
 LEASE = timedelta(seconds=60 + BATCH_SIZE * DEADLINE)  # > the time a pass may take
 
 Clock = Callable[[], datetime]
+
+_queued = threading.Event()  # a commit in this process queued deliveries: senders look now
+_QUEUED_KEY = "webhooks_queued"
+
+
+@event.listens_for(WebhookDelivery, "after_insert")
+def _note_queued(_mapper: Any, _connection: Any, delivery: WebhookDelivery) -> None:
+    session = object_session(delivery)
+    if session is not None:
+        session.info[_QUEUED_KEY] = True
+
+
+# Both events also fire when a savepoint is released or rolled back: only the outermost
+# transaction's end counts.
+@event.listens_for(Session, "after_commit")
+def _wake_senders(session: Session) -> None:
+    if not session.in_nested_transaction() and session.info.pop(_QUEUED_KEY, False):
+        _queued.set()
+
+
+@event.listens_for(Session, "after_rollback")
+def _forget_queued(session: Session) -> None:
+    if not session.in_nested_transaction():
+        session.info.pop(_QUEUED_KEY, None)
 
 
 def backoff(attempts: int) -> float:
@@ -233,9 +260,19 @@ class Deliverer:
                         continue
                 except Exception:  # keep going: the database may be back in a moment
                     log.exception("webhook sender error")
-                stop.wait(idle_seconds)
+                    stop.wait(idle_seconds)
+                    continue
+                self._idle(stop, idle_seconds)
         finally:
             self.close()
+
+    @staticmethod
+    def _idle(stop: threading.Event, seconds: float) -> None:
+        """Until `seconds` pass, a local commit queues deliveries, or `stop`."""
+        deadline = time.monotonic() + seconds
+        while not (stop.is_set() or _queued.wait(0.5) or time.monotonic() > deadline):
+            pass
+        _queued.clear()  # before the next look, so a commit during it wakes us again
 
     def body(self, delivery: Claimed) -> bytes:
         envelope = {
