@@ -11,7 +11,7 @@ import threading
 from collections.abc import Callable, Coroutine, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from fastapi import Request, Response
 from fastapi.routing import APIRoute
@@ -24,6 +24,7 @@ from sqlalchemy import (
     MetaData,
     create_engine,
     event,
+    select,
     text,
 )
 from sqlalchemy.dialects import postgresql, sqlite
@@ -33,6 +34,7 @@ from sqlalchemy.types import TypeDecorator
 from starlette.concurrency import run_in_threadpool
 
 from audience.config import Settings
+from audience.errors import NotFound
 
 log = logging.getLogger("audience.db")
 
@@ -275,3 +277,19 @@ def escape_like(text: str) -> str:
 def request_session(request: Request) -> Session:
     session: Session = request.state.session
     return session
+
+
+M = TypeVar("M", bound=Base)
+
+
+def get_scoped(
+    session: Session, model: type[M], *, environment_id: int, id: int, what: str, lock: bool = False
+) -> M:
+    """The row of `model` with this `id` in this environment (`lock`: FOR UPDATE), else
+    NotFound: 404 `not_found`, "{what} {id} not found" - a row of another environment is
+    not found, never forbidden."""
+    query = select(model).filter_by(environment_id=environment_id, id=id)
+    row = session.scalar(query.with_for_update() if lock else query)
+    if row is None:
+        raise NotFound(what, id)
+    return row

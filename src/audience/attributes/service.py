@@ -11,8 +11,8 @@ from sqlalchemy.orm import Session
 
 from audience.attributes import values
 from audience.attributes.models import MODELS, TYPES, AttributeDefinition
-from audience.db import utcnow
-from audience.errors import Conflict, Invalid, NotFound
+from audience.db import get_scoped, utcnow
+from audience.errors import Conflict, Invalid
 
 Changes = dict[str, tuple[Any, Any]]
 
@@ -117,14 +117,13 @@ def list_definitions(
 
 
 def get_definition(session: Session, *, environment_id: int, id: int) -> AttributeDefinition:
-    definition = session.scalar(
-        select(AttributeDefinition).where(
-            AttributeDefinition.environment_id == environment_id, AttributeDefinition.id == id
-        )
+    return get_scoped(
+        session,
+        AttributeDefinition,
+        environment_id=environment_id,
+        id=id,
+        what="attribute definition",
     )
-    if definition is None:
-        raise NotFound("attribute definition", id)
-    return definition
 
 
 def update_definition(

@@ -59,6 +59,11 @@ def render_one(session: Session, environment_id: int, company: Company) -> Compa
     return render(session, environment_id, [company])[0]
 
 
+def _company(session: Session, environment_id: int, id: str) -> Company:
+    """The company a path `id` names, else 404."""
+    return service.get_company(session, environment_id=environment_id, id=parse_id(id, "company"))
+
+
 def company_list(session: Session, environment_id: int, page: Page) -> CompanyList:
     companies = render(session, environment_id, list(page.items))
     return CompanyList(total_count=page.total, companies=companies, pages=page.pages())
@@ -139,9 +144,7 @@ def delete_company_by_company_id(
 
 @router.get("/companies/{id}", response_model=CompanyObject, summary="Get a company")
 def get_company(id: str, environment: CurrentEnvironment, session: DbSession) -> CompanyObject:
-    company = service.get_company(
-        session, environment_id=environment.id, id=parse_id(id, "company")
-    )
+    company = _company(session, environment.id, id)
     return render_one(session, environment.id, company)
 
 
@@ -150,9 +153,7 @@ def get_company(id: str, environment: CurrentEnvironment, session: DbSession) ->
 def update_company(
     id: str, body: CompanyUpdate, environment: CurrentEnvironment, session: DbSession
 ) -> CompanyObject:
-    company = service.get_company(
-        session, environment_id=environment.id, id=parse_id(id, "company")
-    )
+    company = _company(session, environment.id, id)
     service.update_company(
         session, environment=environment, company=company, data=body.model_dump(exclude_unset=True)
     )
@@ -194,9 +195,7 @@ def list_members(
 def add_member(
     id: str, body: UserRefIn, environment: CurrentEnvironment, session: DbSession
 ) -> CompanyObject:
-    company = service.get_company(
-        session, environment_id=environment.id, id=parse_id(id, "company")
-    )
+    company = _company(session, environment.id, id)
     user = service.find_user(
         session, environment=environment, id=body.id, user_id=body.user_id, email=body.email
     )
@@ -212,9 +211,7 @@ def add_member(
 def remove_member(
     id: str, user_id: MemberUserId, environment: CurrentEnvironment, session: DbSession
 ) -> CompanyObject:
-    company = service.get_company(
-        session, environment_id=environment.id, id=parse_id(id, "company")
-    )
+    company = _company(session, environment.id, id)
     user = users.get_user(session, environment_id=environment.id, id=parse_id(user_id, "user"))
     service.remove_member(session, environment_id=environment.id, company=company, user=user)
     return render_one(session, environment.id, company)
@@ -257,8 +254,6 @@ def leave_company(
     id: str, company_id: MemberCompanyId, environment: CurrentEnvironment, session: DbSession
 ) -> UserObject:
     user = users.get_user(session, environment_id=environment.id, id=parse_id(id, "user"))
-    company = service.get_company(
-        session, environment_id=environment.id, id=parse_id(company_id, "company")
-    )
+    company = _company(session, environment.id, company_id)
     service.remove_member(session, environment_id=environment.id, company=company, user=user)
     return render_user(session, environment, user)

@@ -9,7 +9,7 @@ from sqlalchemy.orm import Session
 
 from audience.attributes.service import write_custom_attributes
 from audience.companies.models import Company, Membership
-from audience.db import escape_like, insert_ignore, utcnow
+from audience.db import escape_like, get_scoped, insert_ignore, utcnow
 from audience.environments.models import Environment
 from audience.errors import AudienceError, Conflict, Invalid, NotFound
 from audience.pagination import Order, Page, PageParams, paginate
@@ -60,10 +60,7 @@ def companies_of(environment_id: int) -> Select[Company]:
 
 
 def get_company(session: Session, *, environment_id: int, id: int) -> Company:
-    company = session.scalar(companies_of(environment_id).where(Company.id == id))
-    if company is None:
-        raise NotFound("company", id)
-    return company
+    return get_scoped(session, Company, environment_id=environment_id, id=id, what="company")
 
 
 def lookup_company(session: Session, *, environment_id: int, company_id: str) -> Company:

@@ -15,7 +15,7 @@ import orjson
 from sqlalchemy import Select, func, select
 from sqlalchemy.orm import Session
 
-from audience.db import utcnow
+from audience.db import get_scoped, utcnow
 from audience.errors import Invalid, NotFound
 from audience.ingest import inbox
 from audience.ingest.messages import Defaults, Rejected, normalise
@@ -32,10 +32,9 @@ def failed_of(environment_id: int) -> Select[FailedMessage]:
 
 
 def get_failed(session: Session, *, environment_id: int, id: int) -> FailedMessage:
-    failed = session.scalar(failed_of(environment_id).where(FailedMessage.id == id))
-    if failed is None:
-        raise NotFound("failed message", id)
-    return failed
+    return get_scoped(
+        session, FailedMessage, environment_id=environment_id, id=id, what="failed message"
+    )
 
 
 def _filtered(

@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session
 
 from audience.attributes import values
 from audience.attributes.service import find_definitions
-from audience.db import utcnow
+from audience.db import get_scoped, utcnow
 from audience.environments.models import Environment
 from audience.errors import AudienceError, Conflict, Invalid, NotFound
 from audience.jobs.models import BULK, CANCELLED, EXPORT, FINISHED, QUEUED, Job
@@ -321,10 +321,7 @@ def _queue(
 
 
 def get_job(session: Session, *, environment_id: int, id: int) -> Job:
-    job = session.scalar(select(Job).where(Job.environment_id == environment_id, Job.id == id))
-    if job is None:
-        raise NotFound("job", id)
-    return job
+    return get_scoped(session, Job, environment_id=environment_id, id=id, what="job")
 
 
 def list_jobs(
@@ -348,11 +345,7 @@ def list_jobs(
 def cancel_job(session: Session, *, environment_id: int, id: int) -> Job:
     """Stop a queued or running job. Chunks already applied stay applied; the runner stops
     before its next chunk (it locks the job row while it works on one)."""
-    job = session.scalar(
-        select(Job).where(Job.environment_id == environment_id, Job.id == id).with_for_update()
-    )
-    if job is None:
-        raise NotFound("job", id)
+    job = get_scoped(session, Job, environment_id=environment_id, id=id, what="job", lock=True)
     if job.status in FINISHED:
         raise Conflict(f"job {id} has already {job.status}", field="status")
     now = utcnow()

@@ -9,8 +9,8 @@ from sqlalchemy import delete, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from audience.db import insert_ignore, utcnow
-from audience.errors import Conflict, NotFound
+from audience.db import get_scoped, insert_ignore, utcnow
+from audience.errors import Conflict
 from audience.lists.models import ListMember, UserList
 from audience.pagination import Order, Page, PageParams, paginate
 from audience.refs import UserRefIn, name_prefix, resolve_users
@@ -20,12 +20,7 @@ from audience.users.service import get_user, live_users
 
 
 def get_list(session: Session, *, environment_id: int, id: int) -> UserList:
-    found = session.scalar(
-        select(UserList).where(UserList.environment_id == environment_id, UserList.id == id)
-    )
-    if found is None:
-        raise NotFound("list", id)
-    return found
+    return get_scoped(session, UserList, environment_id=environment_id, id=id, what="list")
 
 
 def _check_name(session: Session, environment_id: int, name: str, id: int | None) -> None:

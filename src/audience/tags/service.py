@@ -9,8 +9,8 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from audience.companies.models import Company
-from audience.db import insert_ignore, utcnow
-from audience.errors import Conflict, NotFound
+from audience.db import get_scoped, insert_ignore, utcnow
+from audience.errors import Conflict
 from audience.pagination import Order, Page, PageParams, paginate
 from audience.refs import (
     CompanyRefIn,
@@ -26,10 +26,7 @@ from audience.users.service import get_user, live_users
 
 
 def get_tag(session: Session, *, environment_id: int, id: int) -> Tag:
-    tag = session.scalar(select(Tag).where(Tag.environment_id == environment_id, Tag.id == id))
-    if tag is None:
-        raise NotFound("tag", id)
-    return tag
+    return get_scoped(session, Tag, environment_id=environment_id, id=id, what="tag")
 
 
 def _named(session: Session, environment_id: int, name: str) -> Tag | None:
@@ -188,15 +185,6 @@ def user_tags(session: Session, *, environment_id: int, user_id: int, params: Pa
     return paginate(session, query, order=Order("name", Tag.name, Tag.id), params=params)
 
 
-def _company(session: Session, environment_id: int, id: int) -> Company:
-    company = session.scalar(
-        select(Company).where(Company.environment_id == environment_id, Company.id == id)
-    )
-    if company is None:
-        raise NotFound("company", id)
-    return company
-
-
 def tag_companies(
     session: Session, *, environment_id: int, id: int, refs: Sequence[CompanyRefIn]
 ) -> Tag:
@@ -211,7 +199,9 @@ def tag_companies(
 
 def untag_company(session: Session, *, environment_id: int, id: int, company_id: int) -> Tag:
     tag = get_tag(session, environment_id=environment_id, id=id)
-    company = _company(session, environment_id, company_id)
+    company = get_scoped(
+        session, Company, environment_id=environment_id, id=company_id, what="company"
+    )
     session.execute(
         delete(CompanyTag).where(CompanyTag.tag_id == tag.id, CompanyTag.company_id == company.id)
     )

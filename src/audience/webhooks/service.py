@@ -14,8 +14,8 @@ from typing import Any
 from sqlalchemy import func, inspect, select
 from sqlalchemy.orm import Session
 
-from audience.db import utcnow
-from audience.errors import AudienceError, Conflict, NotFound
+from audience.db import get_scoped, utcnow
+from audience.errors import AudienceError, Conflict
 from audience.pagination import Order, Page, PageParams, paginate
 from audience.users.models import User
 from audience.webhooks import signing, ssrf
@@ -143,14 +143,9 @@ def _checked_topics(topics: Sequence[str]) -> list[str]:
 
 
 def get_subscription(session: Session, *, environment_id: int, id: int) -> WebhookSubscription:
-    subscription = session.scalar(
-        select(WebhookSubscription).where(
-            WebhookSubscription.environment_id == environment_id, WebhookSubscription.id == id
-        )
+    return get_scoped(
+        session, WebhookSubscription, environment_id=environment_id, id=id, what="webhook"
     )
-    if subscription is None:
-        raise NotFound("webhook", id)
-    return subscription
 
 
 def create_subscription(
@@ -265,14 +260,9 @@ def ping(session: Session, *, environment_id: int, id: int) -> WebhookDelivery:
 
 
 def get_delivery(session: Session, *, environment_id: int, id: int) -> WebhookDelivery:
-    delivery = session.scalar(
-        select(WebhookDelivery).where(
-            WebhookDelivery.environment_id == environment_id, WebhookDelivery.id == id
-        )
+    return get_scoped(
+        session, WebhookDelivery, environment_id=environment_id, id=id, what="webhook delivery"
     )
-    if delivery is None:
-        raise NotFound("webhook delivery", id)
-    return delivery
 
 
 def list_deliveries(
