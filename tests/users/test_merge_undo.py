@@ -222,17 +222,6 @@ def test_undo_when_the_survivor_was_merged_elsewhere_is_a_conflict(api: TestClie
     }
 
 
-def test_deleting_the_survivor_deletes_the_merge_with_it(
-    api: TestClient, database: Database
-) -> None:
-    # Today the merge log goes with the users (FK cascade), so the undo finds no merge.
-    survivor, source = create_user(api), create_user(api)
-    body = merged(api, survivor, source)
-    assert api.delete(f"/api/v1/users/{survivor['id']}").status_code == 200
-    assert undo(api, body["id"]).status_code == 404
-    assert user_rows(database, [int(source["id"])]) == {}
-
-
 def test_independent_merges_undo_in_any_order(api: TestClient, database: Database) -> None:
     survivor = create_user(api)
     a = create_user(api, user_id=..., email=..., city="Cork")

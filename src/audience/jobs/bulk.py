@@ -5,7 +5,7 @@ attribute can't take, a user deleted meanwhile), it is redone one user at a time
 so that user is reported and the others are changed: the same slow path as the processor's.
 Tags and lists change with one statement per chunk; attributes go through `update_user` (types,
 limits, R-ATTR-5 and the attribute history, source `bulk`, ref `job:<id>`); deletes through
-`delete_user` (cascades, the `user.deleted` webhook).
+`delete_users`, the whole chunk at once (cascades, the `user.deleted` webhooks).
 """
 
 from __future__ import annotations
@@ -27,11 +27,11 @@ from audience.lists.models import ListMember
 from audience.lists.service import get_list
 from audience.tags.models import UserTag
 from audience.tags.service import get_tag
+from audience.users.delete import delete_users
 from audience.users.models import User
 from audience.users.schemas import UserWrite
 from audience.users.service import (
     ChangeSource,
-    delete_user,
     history_later,
     update_user,
     write_history,
@@ -153,11 +153,14 @@ def operation(session: Session, job: Job, environment: Environment) -> Apply:
         return remove
     if job.operation == "delete":
 
-        def delete_users(session: Session, users: list[User]) -> None:
-            for id in [user.id for user in users]:
-                delete_user(session, environment_id=job.environment_id, id=id)
+        def delete_chunk(session: Session, users: list[User]) -> None:
+            ids = [user.id for user in users]
+            if delete_users(session, environment_id=job.environment_id, ids=ids) < len(ids):
+                # One was deleted or merged meanwhile: the savepoint rolls back and the
+                # one-by-one retry reports which.
+                raise AudienceError("not_found", "a user was deleted meanwhile", status=404)
 
-        return delete_users
+        return delete_chunk
     raise ValueError(f"unknown bulk operation {job.operation!r}")
 
 

@@ -10,12 +10,13 @@ from sqlalchemy.orm import Session
 from audience.auth import CurrentEnvironment, DbSession
 from audience.db import TransactionRoute
 from audience.environments.models import Environment
-from audience.errors import AudienceError
+from audience.errors import AudienceError, NotFound
 from audience.pagination import Page, Pagination
 from audience.schemas import Deleted, parse_id, unix
 from audience.segments import membership
 from audience.segments import service as segments
 from audience.users import service
+from audience.users.delete import delete_users
 from audience.users.models import User
 from audience.users.render import render
 from audience.users.schemas import (
@@ -144,7 +145,9 @@ def update_user(
 
 @router.delete("/{id}", response_model=Deleted, summary="Delete a user and everything held on them")
 def delete_user(id: str, environment: CurrentEnvironment, session: DbSession) -> Deleted:
-    service.delete_user(session, environment_id=environment.id, id=parse_id(id, "user"))
+    user_id = parse_id(id, "user")
+    if not delete_users(session, environment_id=environment.id, ids=[user_id]):
+        raise NotFound("user", user_id)  # unknown, or merged away (hidden like everywhere)
     return Deleted(id=id, object="user")
 
 

@@ -36,8 +36,10 @@ class MovedCounts(BaseModel):
 class MergeObject(BaseModel):
     type: Literal["merge"] = "merge"
     id: str
-    from_user_id: str = Field(description="The user merged away (hidden until undone).")
-    into_user_id: str = Field(description="The survivor.")
+    from_user_id: str | None = Field(
+        description="The user merged away (hidden until undone); null once it was deleted."
+    )
+    into_user_id: str | None = Field(description="The survivor; null once it was deleted.")
     reason: str = Field(description="api, identify, alias, …")
     actor: str | None
     created_at: int
@@ -55,12 +57,16 @@ class MergeList(BaseModel):
     pages: Pages
 
 
+def _id(id: int | None) -> str | None:
+    return None if id is None else str(id)
+
+
 def merge_object(merge: Merge) -> MergeObject:
     moved = merge.moved or {}
     return MergeObject(
         id=str(merge.id),
-        from_user_id=str(merge.from_user_id),
-        into_user_id=str(merge.into_user_id),
+        from_user_id=_id(merge.from_user_id),
+        into_user_id=_id(merge.into_user_id),
         reason=merge.reason,
         actor=merge.actor,
         created_at=unix(merge.created_at) or 0,

@@ -135,15 +135,19 @@ class Merge(Base):
     """The merge log (R-ID-7): who was merged into whom, why, and what moved, for undo."""
 
     __tablename__ = "merges"
+    # The user id first (ids are unique across environments): deleting a user sets these to
+    # NULL through the foreign keys, and both databases need such an index to find the rows.
     __table_args__ = (
-        Index("ix_merges_environment_id_into_user_id", "environment_id", "into_user_id"),
-        Index("ix_merges_environment_id_from_user_id", "environment_id", "from_user_id"),
+        Index("ix_merges_into_user_id", "into_user_id"),
+        Index("ix_merges_from_user_id", "from_user_id"),
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
     environment_id: Mapped[int] = _env_fk()
-    from_user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
-    into_user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    # NULL once that user is deleted: the log keeps its history (migration 0006); such a merge
+    # can no longer be undone.
+    from_user_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
+    into_user_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
     reason: Mapped[str] = mapped_column(String(50))
     actor: Mapped[str | None] = mapped_column(String(255))
     moved: Mapped[dict[str, Any]] = mapped_column(Json, default=dict)

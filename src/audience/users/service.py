@@ -1,4 +1,4 @@
-"""Users: create, update, look up, list, delete, and the attribute history of each change."""
+"""Users: create, update, look up and list, with the attribute history of each change."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, Select, delete, func, insert, or_, select
+from sqlalchemy import ColumnElement, Select, func, insert, or_, select
 from sqlalchemy.orm import Session
 
 from audience.attributes.service import write_custom_attributes
@@ -347,34 +347,6 @@ def update_user(
         as_of=as_of,
     )
     return user
-
-
-def delete_user(session: Session, *, environment_id: int, id: int) -> None:
-    user = get_user(session, environment_id=environment_id, id=id)
-    queue_event(
-        session,
-        environment_id=environment_id,
-        topic="user.deleted",
-        data=lambda: user_event(user),
-        user=user,
-    )
-    # Users merged into this one (and into those, ...) are part of the person: they go too,
-    # else they would come back to life. The FKs cascade to events, tags, lists and history.
-    chain, frontier = [user.id], [user.id]
-    while frontier:
-        frontier = list(
-            session.scalars(
-                select(User.id).where(
-                    User.environment_id == environment_id, User.merged_into_id.in_(frontier)
-                )
-            )
-        )
-        chain += frontier
-    session.execute(
-        delete(User).where(User.environment_id == environment_id, User.id.in_(chain)),
-        execution_options={"synchronize_session": False},
-    )
-    session.expunge(user)
 
 
 def lookup_user(session: Session, *, environment: Environment, key: str, value: str) -> User:

@@ -13,7 +13,7 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from audience.db import insert_ignore, utcnow
-from audience.errors import Conflict
+from audience.errors import AudienceError, Conflict
 from audience.events.models import Event
 from audience.users.merge import (
     _BULK,
@@ -46,6 +46,18 @@ def _restore_times(merge: Merge, target: User, restored: Changes) -> None:
             else:
                 times[name] = before
     target.attribute_times = times
+
+
+def _deleted(merge_id: int, field: str) -> AudienceError:
+    """A merge whose user was deleted (its id is NULL in the log) can never be undone: a code of
+    its own, so a client can tell it from the 409s that another undo first would clear."""
+    who = "survivor" if field == "into_user_id" else "merged-away user"
+    return AudienceError(
+        "merge_user_deleted",
+        f"merge {merge_id} can't be undone: its {who} was deleted",
+        status=409,
+        field=field,
+    )
 
 
 def _blocking_merge(session: Session, environment_id: int, user: User) -> str:
@@ -149,11 +161,12 @@ def undo_merge(session: Session, *, environment_id: int, merge_id: int, actor: s
     if merge.undone_at is not None:
         raise Conflict(f"merge {merge_id} was undone already")
     source_id, target_id = merge.from_user_id, merge.into_user_id
+    if target_id is None or source_id is None:
+        raise _deleted(merge_id, "into_user_id" if target_id is None else "from_user_id")
     users = _lock(session, environment_id, [source_id, target_id])
     source, target = users.get(source_id), users.get(target_id)
-    if target is None or source is None:
-        gone = target_id if target is None else source_id
-        raise Conflict(f"merge {merge_id} can't be undone: user {gone} was deleted")
+    if target is None or source is None:  # can't be: the foreign keys set the ids to NULL
+        raise _deleted(merge_id, "into_user_id" if target is None else "from_user_id")
     if target.merged_into_id is not None:
         raise Conflict(
             f"merge {merge_id} can't be undone while its survivor, user {target_id}, is merged "
