@@ -15,9 +15,8 @@ class Event(Base):
     __tablename__ = "events"
     __table_args__ = (
         UniqueConstraint("environment_id", "message_id"),
-        Index(
-            "ix_events_environment_id_user_id_timestamp", "environment_id", "user_id", "timestamp"
-        ),
+        # Not led by environment_id: deleting a user cascades by user_id alone (0005).
+        Index("ix_events_user_id_timestamp", "user_id", "timestamp"),
         # user_id last: behaviour conditions group a name's events in a window by user from the
         # index alone (migration 0005).
         Index(

@@ -1,9 +1,14 @@
-"""events: the (environment, name, timestamp) index also holds user_id
+"""events: indexes for behaviour conditions and for deleting users
 
-Behaviour conditions ("did Purchased at least 3 times in 30 days") group one event name's rows
-in a time window by user; with user_id in the index both databases answer from the index alone
-instead of reading every matching event row. It replaces the old index rather than adding one,
-so ingestion maintains no more indexes than before.
+- `(environment_id, name, timestamp)` also holds `user_id`: behaviour conditions ("did Purchased
+  at least 3 times in 30 days") group one event name's rows in a time window by user, and with
+  user_id in the index both databases answer from the index alone.
+- `(environment_id, user_id, timestamp)` becomes `(user_id, timestamp)`: deleting a user cascades
+  to its events by `user_id` alone, which an index led by environment_id can't serve (every
+  delete read the whole table). User ids are unique across environments, so the per-user
+  queries are served as before.
+
+Each replaces an index rather than adding one: ingestion maintains no more than before.
 
 Revision ID: 0005
 Revises: 0004
@@ -19,11 +24,26 @@ down_revision = "0004"
 branch_labels = None
 depends_on = None
 
-_NEW = "ix_events_environment_id_name_timestamp_user_id"
-_OLD = "ix_events_environment_id_name_timestamp"
+_BY_NAME = ["environment_id", "name", "timestamp"]
+_BY_USER = ["environment_id", "user_id", "timestamp"]
+# (old name, old columns, new name, new columns)
+_SWAPS = [
+    (
+        "ix_events_environment_id_name_timestamp",
+        _BY_NAME,
+        "ix_events_environment_id_name_timestamp_user_id",
+        [*_BY_NAME, "user_id"],
+    ),
+    (
+        "ix_events_environment_id_user_id_timestamp",
+        _BY_USER,
+        "ix_events_user_id_timestamp",
+        ["user_id", "timestamp"],
+    ),
+]
 
 
-def _swap(create: str, columns: list[str], drop: str) -> None:
+def _swap(drop: str, create: str, columns: list[str]) -> None:
     if op.get_bind().dialect.name == "postgresql":
         # CONCURRENTLY: a large events table keeps taking writes while the index builds.
         with op.get_context().autocommit_block():
@@ -37,8 +57,10 @@ def _swap(create: str, columns: list[str], drop: str) -> None:
 
 
 def upgrade() -> None:
-    _swap(_NEW, ["environment_id", "name", "timestamp", "user_id"], _OLD)
+    for old, _, new, columns in _SWAPS:
+        _swap(old, new, columns)
 
 
 def downgrade() -> None:
-    _swap(_OLD, ["environment_id", "name", "timestamp"], _NEW)
+    for old, old_columns, new, _ in _SWAPS:
+        _swap(new, old, old_columns)
