@@ -8,12 +8,14 @@ the workload of bench/ingest.py), then for each variant copies that database (SQ
 PostgreSQL: CREATE DATABASE ... TEMPLATE) and drains it with `Processor.drain()` in a fresh
 process with the variant's patches applied. Reports wall time, the processor's CPU per message
 (robust when other work shares the machine) and, on PostgreSQL, the backend's CPU, and checks
-that every variant leaves the same rows.
+that every variant leaves the same rows as the first one, column by column (`content`).
 
 The variants are monkeypatches of src/ (or schema changes to the copy) for measurement only;
 each names the change it stands for (see docs/benchmarks.md):
 
 - baseline: src/ as it is.
+- original: src/ with `audience.ingest` taken from the directory `BENCH_ORIGINAL_INGEST` names
+  (a copy of src/audience/ingest before a change), to compare a change with what it replaces.
 - partial_phone_index: `ix_users_environment_id_phone` made partial (`WHERE phone IS NOT
   NULL`), a schema change applied to the copy: without statistics PostgreSQL's planner picks
   that index for `environment_id = ? AND user_id = ?` and reads every user of the environment.
@@ -52,6 +54,7 @@ COUNTED = ("events", "users", "identities", "attribute_changes", "companies", "f
 
 PATCHES: dict[str, list[Callable[[], None]]] = {
     "baseline": [],
+    "original": [],
     "partial_phone_index": [],
 }
 # Schema changes, applied to the variant's copy before it drains.
@@ -81,6 +84,109 @@ def apply_schema(target: ingest.Target, statements: tuple[str, ...]) -> None:
             connection.execute(statement)
 
 
+def original_src(root: Path) -> Path:
+    """A copy of src/ whose `audience.ingest` is the one in BENCH_ORIGINAL_INGEST."""
+    ingest_dir = os.environ.get("BENCH_ORIGINAL_INGEST")
+    if not ingest_dir:
+        raise SystemExit("the original variant needs BENCH_ORIGINAL_INGEST=<a copy of ingest/>")
+    src = root / "original-src"
+    if not src.exists():
+        shutil.copytree(Path(__file__).parent.parent / "src", src)
+        shutil.rmtree(src / "audience" / "ingest")
+        shutil.copytree(ingest_dir, src / "audience" / "ingest")
+    return src
+
+
+# Columns that differ between runs whatever the code does: ids, random keys, wall-clock times.
+VOLATILE = {"id", "user_key", "created_at", "updated_at", "changed_at", "processed_at"}
+VOLATILE |= {"member_since", "failed_at", "next_attempt_at"}
+COMPARED = (
+    "users",
+    "identities",
+    "events",
+    "attribute_changes",
+    "companies",
+    "company_memberships",
+    "processed_messages",
+    "failed_messages",
+    "user_tags",
+    "webhook_deliveries",
+)
+
+
+def content(target: ingest.Target) -> dict[str, Counter[str]]:
+    """The rows of the processor's tables with ids replaced by what they stand for (a user by
+    its userId or its anonymous ids, a company by its company_id), comparable across runs."""
+    if target.kind == "sqlite":
+        import sqlite3
+
+        connection: Any = sqlite3.connect(target.sqlite_path)
+    else:
+        import psycopg
+
+        connection = psycopg.connect(target.url)
+
+    def rows(table: str) -> list[dict[str, Any]]:
+        cursor = connection.execute(f"SELECT * FROM {table}")
+        names = [column[0] for column in cursor.description]
+        return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
+
+    try:
+        tables = {table: rows(table) for table in COMPARED}
+    finally:
+        connection.close()
+    anonymous: dict[int, list[str]] = {}
+    for row in tables["identities"]:
+        anonymous.setdefault(row["user_id"], []).append(row["value"])
+    users = {
+        row["id"]: f"{row['user_id']}|{sorted(anonymous.get(row['id'], []))}"
+        for row in tables["users"]
+    }
+    companies = {row["id"]: row["company_id"] for row in tables["companies"]}
+
+    def normal(table: str, name: str, value: Any) -> Any:
+        if name in ("user_id", "merged_into_id") and table != "users":
+            return users.get(value, value)
+        if name == "merged_into_id":
+            return users.get(value, value)
+        if name == "attribute_times":  # create_user stamps user_id with the time it runs
+            times = json.loads(value) if isinstance(value, str) else dict(value)
+            times.pop("user_id", None)
+            return times
+        if name == "company_id" and table == "company_memberships":
+            return companies.get(value, value)
+        if isinstance(value, str) and value[:1] in "{[":
+            try:
+                return json.loads(value)
+            except ValueError:
+                return value
+        return value
+
+    return {
+        table: Counter(
+            repr(
+                sorted((k, repr(normal(table, k, v))) for k, v in row.items() if k not in VOLATILE)
+            )
+            for row in found
+        )
+        for table, found in tables.items()
+    }
+
+
+def differences(a: dict[str, Counter[str]], b: dict[str, Counter[str]]) -> str:
+    """'' when `a` and `b` hold the same rows, else a short account of the first differences."""
+    notes = []
+    for table in COMPARED:
+        only_a, only_b = a[table] - b[table], b[table] - a[table]
+        if only_a or only_b:
+            notes.append(
+                f"{table}: {sum(only_a.values())} rows only in the reference, "
+                f"{sum(only_b.values())} only here; e.g. {next(iter(only_a), '')[:600]} / "
+                f"{next(iter(only_b), '')[:600]}"
+            )
+    return "\n".join(notes)
+
+
 def run_variant(name: str, database: str | None) -> None:
     """In the child: patch, drain, print the figures as one JSON line."""
     for patch in PATCHES[name]:
@@ -102,6 +208,10 @@ def run_variant(name: str, database: str | None) -> None:
         kinds[" ".join(sql.split())[:70]] += 1
 
     event.listen(db.engine, "before_cursor_execute", count)
+    # ua-parser compiles its regexes on first use (0.3 s, once per process): not the drain's.
+    from ua_parser import parse
+
+    parse("Mozilla/5.0 (X11; Linux x86_64; rv:125.0) Gecko/20100101 Firefox/125.0")
     profile_path = os.environ.get("BENCH_CPROFILE")  # a file: cProfile stats of the drain
     profiler = cProfile.Profile() if profile_path else None
     started, cpu = time.perf_counter(), time.process_time()
@@ -178,6 +288,7 @@ def main() -> None:
     )
     root = Path(tempfile.mkdtemp(prefix="audience-bench-processor-"))
     results: list[tuple[str, dict[str, Any], dict[str, int]]] = []
+    reference_rows: dict[str, Counter[str]] | None = None  # the first run's, to compare with
     load_before = os.getloadavg()
     try:
         with ingest.fresh_database(args.database, root, "base", args.postgres_url) as base:
@@ -200,9 +311,12 @@ def main() -> None:
                     command = [sys.executable, __file__, "--variant", variant]
                     if target.name:
                         command += ["--backend-database", target.name]
+                    env = ingest.server_env(target)
+                    if variant == "original":
+                        env["PYTHONPATH"] = str(original_src(root))
                     done = subprocess.run(
                         command,
-                        env=ingest.server_env(target),
+                        env=env,
                         capture_output=True,
                         text=True,
                         check=False,
@@ -220,6 +334,11 @@ def main() -> None:
                             "SELECT indexrelname, idx_scan, idx_tup_read FROM pg_stat_user_indexes"
                             " WHERE relname = 'users' AND idx_scan > 0 ORDER BY idx_tup_read DESC",
                         )
+                    rows = content(target)
+                    if reference_rows is None:
+                        reference_rows = rows
+                    elif difference := differences(reference_rows, rows):
+                        figures["differences"] = difference
                     results.append((variant, figures, counts))
                     print(
                         f"  {variant}: {figures['processed'] / figures['wall']:,.0f} messages/s, "
@@ -254,12 +373,15 @@ def main() -> None:
         cpu = figures["cpu"] * 1000 / n
         backend = "-" if figures["backend"] is None else f"{figures['backend'] * 1000 / n:.2f}"
         gain = "" if baseline is None else f"{baseline['cpu'] / figures['cpu']:.2f}x"
-        same = "yes" if counts == reference else f"NO {counts}"
+        same = "yes" if counts == reference and not figures.get("differences") else "NO"
         print(
             f"{name:<20} {n / figures['wall']:>8,.0f} {cpu:>11.2f} {backend:>14}"
             f" {figures['statements'] / n:>8.1f} {gain:>16}  {same}"
         )
     print(f"rows: {reference}")
+    for name, figures, counts in results:
+        if counts != reference or figures.get("differences"):
+            print(f"{name} differs from {results[0][0]}: {counts}\n{figures.get('differences')}")
     for name, figures, _ in results:
         if figures.get("users_indexes"):
             print(f"{name}: users index scans (index, scans, entries read):")

@@ -7,10 +7,11 @@ transaction as the effects, `delete`. Nothing here commits.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import Connection, select
+from sqlalchemy import Connection, Table, select
 from sqlalchemy import delete as sql_delete
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
@@ -83,14 +84,29 @@ def _copy(
             copy.write_row((environment_id, message_id, received_at, Jsonb(document, _as_is)))
 
 
-def take_batch(session: Session, limit: int) -> list[InboxMessage]:
+@dataclass(frozen=True, slots=True)
+class Waiting:
+    """A message in the inbox, as the processor reads it (plain rows: no ORM objects to track)."""
+
+    id: int
+    environment_id: int
+    message_id: str
+    received_at: datetime
+    payload: dict[str, Any]
+
+
+_TABLE = cast(Table, InboxMessage.__table__)
+
+
+def take_batch(session: Session, limit: int) -> list[Waiting]:
     """The oldest waiting messages, in id (acceptance) order."""
-    query = select(InboxMessage).order_by(InboxMessage.id).limit(limit)
-    return list(session.scalars(query))
+    columns = (_TABLE.c.id, _TABLE.c.environment_id, _TABLE.c.message_id, _TABLE.c.received_at)
+    query = select(*columns, _TABLE.c.payload).order_by(_TABLE.c.id).limit(limit)
+    return [Waiting(*row) for row in session.execute(query)]
 
 
 def delete(session: Session, ids: Sequence[int]) -> None:
     """Removes processed messages (in the transaction that applied their effects)."""
     for start in range(0, len(ids), _DELETE_CHUNK):
         chunk = list(ids[start : start + _DELETE_CHUNK])
-        session.execute(sql_delete(InboxMessage).where(InboxMessage.id.in_(chunk)))
+        session.execute(sql_delete(_TABLE).where(_TABLE.c.id.in_(chunk)))

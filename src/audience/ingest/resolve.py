@@ -40,12 +40,16 @@ class Resolver:
         source: str = "ingest",
         before_merge: Callable[[], None] | None = None,
         new_id: Callable[[type[User] | type[Identity]], int | None] = lambda _: None,
+        identities_later: list[tuple[User, str]] | None = None,
     ) -> None:
         self.session = session
         self.environment = environment
         self.source = source
         self.before_merge = before_merge
         self.new_id = new_id  # the id of a new row, when the caller allocates them
+        # (user, anonymous id) pairs for the caller to insert in bulk before anything reads the
+        # identities table (a merge, or a query after a savepoint rolled back); else ORM rows.
+        self.identities_later = identities_later
         # What each key names; None when looked up and not found, so it isn't looked up again.
         self.by_user_id: dict[str, User | None] = {}
         self.by_user_key: dict[str, User | None] = {}
@@ -170,6 +174,10 @@ class Resolver:
         return user
 
     def _attach_anonymous_id(self, user: User, value: str) -> None:
+        self.by_anonymous_id[value] = user
+        if self.identities_later is not None:
+            self.identities_later.append((user, value))
+            return
         self.session.add(
             Identity(
                 id=self.new_id(Identity),
@@ -179,7 +187,6 @@ class Resolver:
                 value=value,
             )
         )
-        self.by_anonymous_id[value] = user
 
     def _merge(self, source: User, target: User, reason: str) -> None:
         if self.before_merge is not None:

@@ -37,7 +37,14 @@ def is_blocked(value: str) -> bool:
 
 
 def new_user_key() -> str:
-    return "".join(secrets.choice(_KEY_ALPHABET) for _ in range(16))
+    """16 characters of [a-z0-9], uniformly random: one draw from the OS, spelled in base 36
+    (a `secrets.choice` per character cost 16 draws, 5% of ingesting a new user)."""
+    number = secrets.randbelow(len(_KEY_ALPHABET) ** 16)
+    characters = []
+    for _ in range(16):
+        number, digit = divmod(number, len(_KEY_ALPHABET))
+        characters.append(_KEY_ALPHABET[digit])
+    return "".join(characters)
 
 
 def is_email(value: str) -> bool:

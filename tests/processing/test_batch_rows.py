@@ -1,0 +1,74 @@
+"""Rows the processor's batch writes in bulk (identities, attribute history, ids it allocates):
+the same outcome as writing them one message at a time, also around a message that fails."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi.testclient import TestClient
+from sqlalchemy import select
+
+from audience.db import Database
+from audience.ingest.models import FailedMessage
+from audience.users.models import AttributeChange, Identity, User
+from tests.conftest import Tenant
+from tests.processing.helpers import deliver, message, user_by
+
+
+def rows(database: Database, query: Any) -> list[Any]:
+    with database.transaction(write=False) as session:
+        return list(session.execute(query).all())
+
+
+def test_a_failed_group_takes_back_its_new_person_and_device_but_not_earlier_ones(
+    app: TestClient, database: Database, tenant: Tenant, api: TestClient
+) -> None:
+    deliver(
+        app,
+        database,
+        tenant,
+        message("track", anonymousId="a-1", userId="u-1", event="Before"),
+        # A new person and a new device, then a company that can't be stored: all taken back.
+        message("group", anonymousId="a-2", userId="u-2", groupId=" padded "),
+        # The same device again in the same batch: it is new, not the rolled-back one's.
+        message("identify", anonymousId="a-2", userId="u-3", traits={"plan": "pro"}),
+        message("track", anonymousId="a-1", event="After"),
+    )
+    identities = rows(database, select(Identity.value, User.user_id).join(User))
+    assert sorted(identities) == [("a-1", "u-1"), ("a-2", "u-3")]
+    assert rows(database, select(User.user_id).where(User.user_id == "u-2")) == []
+    assert user_by(api, user_id="u-3")["custom_attributes"] == {"plan": "pro"}
+    (failure,) = rows(database, select(FailedMessage.error_code))
+    assert failure.error_code == "invalid_company"
+    history = rows(database, select(AttributeChange.attribute, User.user_id).join(User))
+    assert ("custom_attributes.plan", "u-3") in history
+    assert all(user_id != "u-2" for _, user_id in history)
+
+
+def test_anonymous_ids_written_in_bulk_follow_a_merge_in_the_same_batch(
+    app: TestClient, database: Database, tenant: Tenant, api: TestClient
+) -> None:
+    deliver(
+        app,
+        database,
+        tenant,
+        message("page", anonymousId="browser", properties={"url": "https://x.test/"}),
+        message("identify", anonymousId="browser", userId="ada", traits={"email": "a@x.test"}),
+        message("track", anonymousId="phone", userId="ada", event="Opened"),
+    )
+    ada = user_by(api, user_id="ada")
+    assert ada["email"] == "a@x.test"
+    identities = rows(database, select(Identity.value, Identity.user_id))
+    assert sorted(identities) == [("browser", int(ada["id"])), ("phone", int(ada["id"]))]
+
+
+def test_ids_of_new_users_increase_across_batches(
+    app: TestClient, database: Database, tenant: Tenant
+) -> None:
+    for n in range(3):
+        deliver(app, database, tenant, message("identify", userId=f"u-{n}"))
+    deliver(app, database, tenant, *[message("identify", userId=f"v-{n}") for n in range(5)])
+    ids = [id for (id,) in rows(database, select(User.id).order_by(User.user_id))]
+    assert len(set(ids)) == 8
+    u_ids, v_ids = ids[:3], ids[3:]
+    assert u_ids == sorted(u_ids) and v_ids == sorted(v_ids) and max(u_ids) < min(v_ids)
