@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from audience.db import utcnow
+from audience.db import get_scoped, utcnow
 from audience.environments.models import ApiKey, Environment
 from audience.errors import Conflict, Invalid, NotFound
 
@@ -78,11 +78,7 @@ def list_api_keys(session: Session, *, environment_id: int) -> list[ApiKey]:
 
 
 def revoke_api_key(session: Session, *, environment_id: int, key_id: int) -> ApiKey:
-    api_key = session.scalar(
-        select(ApiKey).where(ApiKey.environment_id == environment_id, ApiKey.id == key_id)
-    )
-    if api_key is None:
-        raise NotFound("api key", key_id)
+    api_key = get_scoped(session, ApiKey, environment_id=environment_id, id=key_id, what="api key")
     api_key.revoked_at = api_key.revoked_at or utcnow()
     return api_key
 

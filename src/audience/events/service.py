@@ -13,7 +13,7 @@ from sqlalchemy import case, func, literal, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
-from audience.db import UtcDateTime, utcnow
+from audience.db import UtcDateTime, get_scoped, utcnow
 from audience.environments.models import Environment
 from audience.errors import AudienceError, Invalid, NotFound
 from audience.events.models import Event
@@ -160,12 +160,7 @@ def create_event(
 
 
 def get_event(session: Session, *, environment_id: int, id: int) -> Event:
-    event = session.scalar(
-        select(Event).where(Event.environment_id == environment_id, Event.id == id)
-    )
-    if event is None:
-        raise NotFound("event", id)
-    return event
+    return get_scoped(session, Event, environment_id=environment_id, id=id, what="event")
 
 
 def get_event_by_message_id(session: Session, *, environment_id: int, message_id: str) -> Event:

@@ -14,8 +14,8 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from audience.db import utcnow
-from audience.errors import Conflict, NotFound
+from audience.db import get_scoped, utcnow
+from audience.errors import Conflict
 from audience.pagination import Order, Page, PageParams, paginate
 from audience.segments import service
 from audience.segments.filters import FilterError, Membership, walk
@@ -33,10 +33,7 @@ from audience.users.service import live_users
 
 
 def get_segment(session: Session, *, environment_id: int, id: int) -> Segment:
-    segment = session.get(Segment, id)
-    if segment is None or segment.environment_id != environment_id:
-        raise NotFound("segment", id)
-    return segment
+    return get_scoped(session, Segment, environment_id=environment_id, id=id, what="segment")
 
 
 def counts(session: Session, *, segment_ids: Sequence[int]) -> dict[int, int]:
