@@ -43,6 +43,12 @@ class Settings(BaseSettings):
         description="Build and drop indexes for the custom attributes saved segments filter on, "
         "from a background thread of `audience serve`.",
     )
+    webhook_log_days: int = Field(
+        30,
+        ge=0,
+        description="Days the webhook delivery log keeps succeeded and failed deliveries after "
+        "their last attempt (0: forever).",
+    )
     webhook_allow_private: bool = Field(
         False,
         description="Let webhooks reach loopback, private, link-local and other non-public "

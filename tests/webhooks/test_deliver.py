@@ -25,7 +25,15 @@ from audience.webhooks import deliver
 from audience.webhooks.deliver import Deliverer, backoff, claim
 from tests.conftest import Tenant
 from tests.processing.helpers import message, process, send
-from tests.webhooks.helpers import FakeClock, Receiver, Reply, create_webhook, delivery, verify
+from tests.webhooks.helpers import (
+    FakeClock,
+    Receiver,
+    Reply,
+    create_webhook,
+    deliveries,
+    delivery,
+    verify,
+)
 
 ALL_TOPICS = ["user.created", "user.deleted", "user.merged", "user.unmerged"]
 
@@ -487,3 +495,39 @@ def test_a_commit_that_queues_a_delivery_wakes_an_idle_sender(
         stop.set()
         thread.join(timeout=10)
     assert not thread.is_alive()
+
+
+def test_the_log_forgets_finished_deliveries_after_the_retention_days(
+    private_api: TestClient,
+    database: Database,
+    receiver: Receiver,
+    deliverer: Deliverer,
+    clock: FakeClock,
+) -> None:
+    webhook, old = _setup(private_api, receiver)
+
+    def ping() -> str:
+        response = private_api.post(f"/api/v1/webhooks/{webhook['id']}/ping")
+        assert response.status_code == 200, response.text
+        return str(response.json()["id"])
+
+    def log() -> dict[str, str]:
+        return {str(row.id): row.status for row in deliveries(database)}
+
+    assert deliverer.run_once() == 1  # `old` succeeds
+    receiver.default = Reply(500)
+    retrying = ping()
+    assert deliverer.run_once() == 1  # a failed attempt: still pending
+    clock.advance(31 * 86400)
+    queued = ping()
+    assert deliverer.log_days == 30
+    assert deliverer.prune() == 1  # pending rows stay, however old their last attempt
+    assert log() == {retrying: "pending", queued: "pending"}
+    receiver.default = Reply(200)
+    assert deliverer.run_once() == 2
+    assert deliverer.prune() == 0  # finished just now
+    deliverer.log_days = 0  # AUDIENCE_WEBHOOK_LOG_DAYS=0 keeps the log forever
+    clock.advance(365 * 86400)
+    assert deliverer.prune() == 0
+    assert log() == {retrying: "succeeded", queued: "succeeded"}
+    assert old not in log()

@@ -39,6 +39,7 @@ from audience.webhooks.models import (
     WebhookDelivery,
     WebhookSubscription,
 )
+from audience.webhooks.service import prune_deliveries
 
 log = logging.getLogger("audience.webhooks")
 
@@ -51,6 +52,8 @@ DEADLINE = 20.0  # seconds for a whole attempt, however slowly a receiver trickl
 RESPONSE_CAP = 64 * 1024  # bytes of a response read; the rest is never downloaded
 KEPT_RESPONSE = 1000  # characters of it kept in the delivery log
 LEASE = timedelta(seconds=60 + BATCH_SIZE * DEADLINE)  # > the time a pass may take
+PRUNE_EVERY = 3600.0  # seconds between prunings of the delivery log
+PRUNE_CHUNK = 5000
 
 Clock = Callable[[], datetime]
 
@@ -214,6 +217,8 @@ class Deliverer:
         self.resolve = resolve
         # No proxies from the environment (they would bypass the address check), no redirects.
         self.client = httpx.Client(timeout=timeout, follow_redirects=False, trust_env=False)
+        self.log_days = database.settings.webhook_log_days
+        self.pruned_at = -PRUNE_EVERY  # monotonic seconds: the first loop prunes
 
     def close(self) -> None:
         self.client.close()
@@ -245,6 +250,21 @@ class Deliverer:
             )
         return len(claimed)
 
+    def prune(self) -> int:
+        """Drop finished deliveries older than AUDIENCE_WEBHOOK_LOG_DAYS from the log, a chunk
+        per transaction (short write locks); returns how many went."""
+        self.pruned_at = time.monotonic()
+        if not self.log_days:
+            return 0
+        before = self.clock() - timedelta(days=self.log_days)
+        total = 0
+        while True:
+            with self.database.transaction() as session:
+                pruned = prune_deliveries(session, before=before, limit=PRUNE_CHUNK)
+            total += pruned
+            if pruned < PRUNE_CHUNK:
+                return total
+
     def drain(self) -> int:
         """Attempt until nothing is due (tests, `audience worker --once`)."""
         total = 0
@@ -256,6 +276,8 @@ class Deliverer:
         try:
             while not stop.is_set():
                 try:
+                    if time.monotonic() - self.pruned_at >= PRUNE_EVERY:
+                        self.prune()
                     if self.run_once():
                         continue
                 except Exception:  # keep going: the database may be back in a moment

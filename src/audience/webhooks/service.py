@@ -8,10 +8,10 @@ environment's active subscriptions are read once per transaction and kept in `se
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from datetime import timedelta
-from typing import Any
+from datetime import datetime, timedelta
+from typing import Any, cast
 
-from sqlalchemy import func, inspect, select
+from sqlalchemy import CursorResult, delete, func, inspect, select
 from sqlalchemy.orm import Session
 
 from audience.db import get_scoped, utcnow
@@ -20,8 +20,10 @@ from audience.pagination import Order, Page, PageParams, paginate
 from audience.users.models import User
 from audience.webhooks import signing, ssrf
 from audience.webhooks.models import (
+    FAILED,
     MAKE_PAYLOAD,
     PENDING,
+    SUCCEEDED,
     WebhookDelivery,
     WebhookSubscription,
 )
@@ -295,3 +297,21 @@ def retry_delivery(session: Session, *, environment_id: int, id: int) -> Webhook
     delivery.next_attempt_at = utcnow()
     session.flush()
     return delivery
+
+
+def prune_deliveries(session: Session, *, before: datetime, limit: int = 5000) -> int:
+    """Delete up to `limit` finished deliveries (succeeded or failed) last attempted before
+    `before`; pending ones stay whatever their age. Returns how many went."""
+    finished = (
+        select(WebhookDelivery.id)
+        .where(
+            WebhookDelivery.status.in_([SUCCEEDED, FAILED]),
+            WebhookDelivery.last_attempt_at < before,
+        )
+        .limit(limit)
+    )
+    result = session.execute(
+        delete(WebhookDelivery).where(WebhookDelivery.id.in_(finished)),
+        execution_options={"synchronize_session": False},
+    )
+    return int(cast(CursorResult[Any], result).rowcount)
