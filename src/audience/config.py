@@ -43,6 +43,12 @@ class Settings(BaseSettings):
         description="Build and drop indexes for the custom attributes saved segments filter on, "
         "from a background thread of `audience serve`.",
     )
+    export_days: int = Field(
+        7,
+        ge=0,
+        description="Days an export file stays downloadable after its job succeeded; then the "
+        "job runner deletes it (0: kept until removed by hand).",
+    )
     webhook_log_days: int = Field(
         30,
         ge=0,

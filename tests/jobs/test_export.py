@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -11,7 +12,7 @@ import orjson
 from fastapi.testclient import TestClient
 
 from audience.config import Settings
-from audience.db import Database
+from audience.db import Database, utcnow
 from audience.jobs.runner import JobRunner
 from tests.conftest import Tenant
 from tests.factories import create_user
@@ -190,3 +191,26 @@ def test_export_files_are_private(api: TestClient, database: Database, settings:
     run(database)
     (path,) = (Path(settings.data_dir) / "exports").rglob("*.csv")
     assert path.stat().st_mode & 0o077 == 0
+
+
+def test_export_files_expire_after_the_retention_days(
+    api: TestClient, database: Database, settings: Settings
+) -> None:
+    create_user(api)
+    created = export(api, filter={"and": []})
+    run(database)
+    assert download(api, created["id"]).text
+    files = Path(settings.data_dir) / "exports"
+    assert len(list(files.rglob("*.csv"))) == 1
+
+    def runner(days_later: float) -> JobRunner:
+        return JobRunner(database, clock=lambda: utcnow() + timedelta(days=days_later))
+
+    assert runner(6.9).expire_exports() == 0  # AUDIENCE_EXPORT_DAYS is 7
+    assert download(api, created["id"]).status_code == 200
+    assert runner(7.1).expire_exports() == 1
+    assert list(files.rglob("*.csv")) == []
+    assert job(api, created["id"])["download_url"] is None
+    gone = api.get(f"/api/v1/jobs/{created['id']}/download")
+    assert gone.status_code == 410 and error_of(gone)["code"] == "gone"
+    assert runner(30).expire_exports() == 0  # nothing left to expire

@@ -152,6 +152,13 @@ def discard(directory: Path, job: Job) -> None:
     _part(directory, job).unlink(missing_ok=True)
 
 
+def expire(directory: Path, job: Job) -> None:
+    """Remove a finished export's file: its download answers 410 from then on."""
+    if job.file_name is not None:
+        (directory / job.file_name).unlink(missing_ok=True)
+        job.file_name = None
+
+
 def path_of(directory: Path, job: Job) -> Path | None:
     """The finished file of an export job, if it is there."""
     if job.file_name is None:

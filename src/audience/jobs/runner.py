@@ -52,6 +52,7 @@ CHUNK_SECONDS = 0.25
 MIN_CHUNK = 20
 LEASE = timedelta(minutes=5)  # renewed by every chunk; a chunk takes well under a second
 SLICE_SECONDS = 10.0
+EXPIRE_EVERY = 3600.0  # seconds between looks for export files past AUDIENCE_EXPORT_DAYS
 MAX_ATTEMPTS = 5  # runs cut short by a lapsed lease before the job is failed
 MAX_ERRORS = 20  # per-user failures kept as a sample (all are counted)
 
@@ -100,6 +101,8 @@ class JobRunner:
         self.slice_seconds = slice_seconds
         self.clock = clock
         self.exports = export.exports_dir(database.settings.data_dir)
+        self.export_days = database.settings.export_days
+        self.expired_at = -EXPIRE_EVERY  # monotonic seconds: the first loop looks
 
     # --- claiming --------------------------------------------------------------------------
 
@@ -194,9 +197,30 @@ class JobRunner:
             runs += 1
         return runs
 
+    def expire_exports(self) -> int:
+        """Delete the files of exports that succeeded more than AUDIENCE_EXPORT_DAYS ago (they
+        hold personal data); returns how many."""
+        self.expired_at = time.monotonic()
+        if not self.export_days:
+            return 0
+        before = self.clock() - timedelta(days=self.export_days)
+        old = select(Job).where(
+            Job.kind == EXPORT,
+            Job.status == SUCCEEDED,
+            Job.file_name.is_not(None),
+            Job.finished_at < before,
+        )
+        with self._turn(), self.database.transaction() as session:
+            jobs = list(session.scalars(old.limit(500).with_for_update(skip_locked=True)))
+            for job in jobs:
+                export.expire(self.exports, job)
+        return len(jobs)
+
     def run_forever(self, stop: threading.Event, *, idle_seconds: float = 1.0) -> None:
         while not stop.is_set():
             try:
+                if time.monotonic() - self.expired_at >= EXPIRE_EVERY:
+                    self.expire_exports()
                 if self.run_once(stop=stop) is not None:
                     continue
             except Exception:  # keep going: the database may be back in a moment
