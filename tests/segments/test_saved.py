@@ -62,6 +62,26 @@ def test_members_is_a_paginated_user_list(api: TestClient) -> None:
     assert {s["name"] for s in page["users"][0]["segments"]["segments"]} == {"Acme"}
 
 
+def test_members_are_listed_latest_entries_first_and_pages_hold_each_once(
+    api: TestClient,
+) -> None:
+    first = [user(api, email=f"early{n}@acme.com") for n in range(3)]
+    segment = create_segment(api)  # the three enter together: ties go by id, highest first
+    later = [user(api, email=f"late{n}@acme.com") for n in range(2)]  # each enters as created
+    user(api, email="outsider@example.com")
+    url = f"/api/v1/segments/{segment['id']}/members"
+    seen, params = [], {"per_page": 2}
+    while True:
+        page = api.get(url, params=params).json()
+        assert page["total_count"] == 5
+        seen += [item["id"] for item in page["users"]]
+        following = page["pages"]["next"]
+        if following is None:
+            break
+        params = {"per_page": 2, "starting_after": following["starting_after"]}
+    assert seen == [later[1], later[0], *sorted(first, key=int, reverse=True)]
+
+
 def test_update_name_and_filter_recomputes_members(api: TestClient) -> None:
     user(api, email="ann@acme.com")
     bob = user(api, email="bob@other.com")

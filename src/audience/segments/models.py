@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ForeignKey, Index, String, UniqueConstraint
+from sqlalchemy import ForeignKey, Index, String, UniqueConstraint, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from audience.db import Base, BigId, Json, UtcDateTime, utcnow
@@ -40,6 +40,15 @@ class SegmentMembership(Base):
             "user_id",
         ),
         Index("ix_segment_memberships_user_id_exited_at", "user_id", "exited_at"),
+        # The member list, latest entries first (saved.members; migration 0008).
+        Index(
+            "ix_segment_memberships_current_segment_id_entered_at",
+            "segment_id",
+            "entered_at",
+            "user_id",
+            postgresql_where=text("exited_at IS NULL"),
+            sqlite_where=text("exited_at IS NULL"),
+        ),
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)

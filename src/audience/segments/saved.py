@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import and_, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -202,17 +202,33 @@ def list_segments(session: Session, *, environment_id: int, params: PageParams) 
 
 
 def members(session: Session, *, environment_id: int, id: int, params: PageParams) -> Page:
-    """The segment's current members, newest users first (the user list's order)."""
+    """The segment's current members, latest entries first.
+
+    Read in the order of the current stays (a partial index on segment, entered_at, user), so a
+    page costs one user row per member shown. In the users' own order (newest users first),
+    PostgreSQL would walk every user and probe each for membership, assuming members spread
+    evenly: 300 ms for 2,000 members of 1M users. Any other order: POST /users/search with a
+    `segments` condition.
+    """
     segment = get_segment(session, environment_id=environment_id, id=id)
-    member = (
-        select(SegmentMembership.user_id)
-        .where(SegmentMembership.segment_id == segment.id, SegmentMembership.exited_at.is_(None))
-        .scalar_subquery()
+    current = and_(
+        SegmentMembership.segment_id == segment.id, SegmentMembership.exited_at.is_(None)
     )
-    query = live_users(environment_id).where(User.id.in_(member))
-    return paginate(
-        session, query, order=Order("created_at", User.created_at, User.id, True), params=params
+    query = live_users(environment_id).join(
+        SegmentMembership, and_(SegmentMembership.user_id == User.id, current)
     )
+
+    def entered_at(user: User) -> datetime | None:  # the cursor's value for the last user shown
+        return session.scalar(
+            select(SegmentMembership.entered_at).where(
+                current, SegmentMembership.user_id == user.id
+            )
+        )
+
+    order = Order(
+        "entered_at", SegmentMembership.entered_at, SegmentMembership.user_id, True, entered_at
+    )
+    return paginate(session, query, order=order, params=params)
 
 
 def preview(
