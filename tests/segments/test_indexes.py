@@ -105,6 +105,16 @@ def _index(name: str, dialect: str) -> str:
     return found.name
 
 
+def _names(dialect: str, *attributes: str) -> list[str]:
+    """The indexes wanted for `attributes`: one each, and on PostgreSQL the GIN over them."""
+    singles = [indexes.index_for("user", name, TYPES[name], dialect=dialect) for name in attributes]
+    names = [index.name for index in singles if index is not None]
+    combined = indexes.combined_index(index for index in singles if index is not None)
+    if dialect == "postgresql" and combined is not None:
+        names.append(combined.name)
+    return sorted(names)
+
+
 def test_sync_creates_the_wanted_indexes_and_drops_the_rest(
     populated: Tenant, database: Database
 ) -> None:
@@ -113,7 +123,7 @@ def test_sync_creates_the_wanted_indexes_and_drops_the_rest(
     first = indexes.sync_custom_attribute_indexes(
         engine, wanted={("user", "plan", "string"), ("user", "mrr", "number")}
     )
-    assert sorted(first.created) == sorted([_index("plan", dialect), _index("mrr", dialect)])
+    assert sorted(first.created) == _names(dialect, "plan", "mrr")
     again = indexes.sync_custom_attribute_indexes(
         engine, wanted={("user", "plan", "string"), ("user", "mrr", "number")}
     )
@@ -184,7 +194,7 @@ def test_wanted_by_segments_reads_saved_filters(populated: Tenant, database: Dat
             ("user", "mrr", "number"),
         }
     result = indexes.sync_segment_indexes(database.engine)
-    assert len(result.created) == 2
+    assert sorted(result.created) == _names(database.engine.dialect.name, "plan", "mrr")
     indexes.sync_custom_attribute_indexes(database.engine, wanted=set())
 
 
@@ -208,8 +218,8 @@ def test_two_syncs_at_once_build_each_index_once(populated: Tenant, database: Da
                 range(2),
             )
         )
-    assert sorted(results[0].created + results[1].created) == sorted(
-        _index(name, database.engine.dialect.name) for name in TYPES
+    assert sorted(results[0].created + results[1].created) == _names(
+        database.engine.dialect.name, *TYPES
     )
     with database.engine.connect() as connection:
         assert all(indexes.existing_indexes(connection).values())
@@ -263,3 +273,37 @@ def test_segment_writes_keep_the_indexes_in_step(populated: Tenant, database: Da
         stop.set()
         thread.join(timeout=30)
         indexes.sync_custom_attribute_indexes(database.engine, wanted=set())
+
+
+def test_postgresql_combines_the_attributes_in_one_gin_index(
+    synced: Tenant, database: Database
+) -> None:
+    """The GIN over every indexed attribute answers a filter on several of them at once."""
+    if database.engine.dialect.name != "postgresql":
+        pytest.skip("GIN is PostgreSQL's")
+    (name,) = [n for n in _names("postgresql", *TYPES) if "_gin_" in n]
+    with database.engine.connect() as connection:
+        definition = connection.execute(
+            text("SELECT indexdef FROM pg_indexes WHERE indexname = :name"), {"name": name}
+        ).scalar_one()
+    assert "USING gin (environment_id" in definition
+    assert all(f"'{attribute}'" in definition for attribute in TYPES)
+    both = {
+        "and": [
+            {"field": "custom_attributes.plan", "op": "eq", "value": "PRO"},
+            {"field": "custom_attributes.mrr", "op": "gte", "value": 90_000},
+        ]
+    }
+    with database.transaction(write=False) as session:
+        page = service.search_users(
+            session,
+            environment_id=synced.id,
+            filter=both,
+            q=None,
+            sort="created_at",
+            descending=True,
+            params=PageParams(1, 50, None),
+        )
+        rows = session.execute(text("SELECT custom_attributes FROM users")).scalars().all()
+    expected = sum(1 for ca in rows if ca["plan"] == "pro" and ca["mrr"] >= 90_000)
+    assert page.total == expected > 0
