@@ -192,6 +192,7 @@ def test_wanted_by_segments_reads_saved_filters(populated: Tenant, database: Dat
         assert indexes.wanted_by_segments(session) == {
             ("user", "plan", "string"),
             ("user", "mrr", "number"),
+            ("column", "email", "string"),  # wanted, but it has an index of its own
         }
     result = indexes.sync_segment_indexes(database.engine)
     assert sorted(result.created) == _names(database.engine.dialect.name, "plan", "mrr")
@@ -307,3 +308,45 @@ def test_postgresql_combines_the_attributes_in_one_gin_index(
         rows = session.execute(text("SELECT custom_attributes FROM users")).scalars().all()
     expected = sum(1 for ca in rows if ca["plan"] == "pro" and ca["mrr"] >= 90_000)
     assert page.total == expected > 0
+
+
+def test_standard_columns_of_saved_filters_get_indexes_too(
+    populated: Tenant, database: Database
+) -> None:
+    with database.engine.begin() as connection:
+        connection.execute(
+            text(
+                "UPDATE users SET country = CASE WHEN id % 300 = 0 THEN 'Iceland' ELSE 'Germany' "
+                "END, session_count = id % 7"
+            )
+        )
+        connection.execute(text("ANALYZE"))
+    filter = {
+        "and": [
+            {"field": "country", "op": "eq", "value": "iceland"},  # strings ignore case
+            {"field": "session_count", "op": "gt", "value": 2},
+            {"field": "email", "op": "exists"},  # has an index of its own
+        ]
+    }
+    response = populated.client.post("/api/v1/segments", json={"name": "Far", "filter": filter})
+    assert response.status_code == 200, response.text
+    with database.transaction(write=False) as session:
+        wanted = indexes.wanted_by_segments(session)
+    assert wanted == {
+        ("column", "country", "string"),
+        ("column", "session_count", "number"),
+        ("column", "email", "string"),
+    }
+    dialect = database.engine.dialect.name
+    country = indexes.index_for("column", "country", "string", dialect=dialect)
+    assert country is not None and country.expression == "lower(country)"
+    assert indexes.index_for("column", "email", "string", dialect=dialect) is None
+    try:
+        created = indexes.sync_segment_indexes(database.engine).created
+        assert country.name in created
+        iceland = {"field": "country", "op": "eq", "value": "ICELAND"}
+        # Sorted by an attribute without an index: the rows are found through country's.
+        plan = _search(database, populated, iceland, sort="custom_attributes.mrr")
+        assert country.name in plan, plan
+    finally:
+        indexes.sync_custom_attribute_indexes(database.engine, wanted=set())

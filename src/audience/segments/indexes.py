@@ -34,19 +34,26 @@ from audience.db import Database, WriterTurns
 from audience.segments.compile import custom_attribute
 from audience.segments.filters import Condition, FilterError, parse_filter, walk
 from audience.segments.jsonsql import _safe_path_key
+from audience.segments.language import EXACT_FIELDS
 from audience.segments.models import Segment
 from audience.segments.service import load_definitions
+from audience.users.models import User
 
 log = logging.getLogger("audience.segments.indexes")
 
 PREFIX = "ix_users_ca_"
+# Standard columns with indexes of their own (models and migrations): none is made for them.
+_OWN_INDEX = frozenset(
+    {"id", "email", "phone", "created_at", "last_seen_at", "user_id", "user_key"}
+)
 INDEXABLE = ("string", "number", "boolean", "date", "datetime")
 # Any constant: the key of the advisory lock that serialises index builds on PostgreSQL.
 _LOCK_KEY = 0x5E6_1DE5
 _LOCK_PATIENCE = 3600.0  # seconds: builds on a large users table take minutes
 
 Wanted = tuple[str, str, str]
-"""(model, attribute name, type); only model "user" has indexes (companies are joined)."""
+"""(model, name, type): model "user" for a custom attribute, "column" for a standard column of
+users; company attributes get none (companies are joined)."""
 
 
 @dataclass(frozen=True)
@@ -108,25 +115,38 @@ def filter_expression(name: str, type_: str, *, dialect: str) -> ColumnElement[A
 
 
 def index_for(model: str, name: str, type_: str, *, dialect: str) -> CustomIndex | None:
-    """The index serving filters on a custom attribute, None when there can be none (a list,
-    a company attribute, a key SQLite reads through json_each)."""
-    if model != "user" or type_ not in INDEXABLE:
+    """The index serving filters on a custom attribute (model "user") or a standard column of
+    users (model "column"), None when there can be none (a list, a company attribute, a key
+    SQLite reads through json_each) or the column has an index of its own."""
+    if model not in ("user", "column") or type_ not in INDEXABLE:
         return None
-    if dialect == "sqlite" and not _safe_path_key(name):
+    if model == "column":
+        if name in _OWN_INDEX:
+            return None
+        column = getattr(User, name)  # as the compiler reads it
+        qualified = f"users.{column.property.columns[0].name}"
+        # As the compiler compares a standard column: strings lowered unless an identifier.
+        expression: ColumnElement[Any] = (
+            func.lower(column) if type_ == "string" and name not in EXACT_FIELDS else column
+        )
+    elif dialect == "sqlite" and not _safe_path_key(name):
         return None
+    else:
+        expression = filter_expression(name, type_, dialect=dialect)
+        qualified = "users.custom_attributes"
     pg = dialect == "postgresql"
     sql_dialect = PGDialect() if pg else SQLiteDialect()  # type: ignore[no-untyped-call]
-    compiled = filter_expression(name, type_, dialect=dialect).compile(
-        dialect=sql_dialect, compile_kwargs={"literal_binds": True}
-    )
+    compiled = expression.compile(dialect=sql_dialect, compile_kwargs={"literal_binds": True})
     # Unqualified: SQLite refuses "users." in an index; both match columns once resolved.
-    expression = str(compiled).replace("users.custom_attributes", "custom_attributes")
-    digest = hashlib.sha256(f"{type_}\0{name}".encode()).hexdigest()[:16]
-    return CustomIndex(PREFIX + digest, expression, dialect == "postgresql")
+    text_ = str(compiled).replace(qualified, qualified.removeprefix("users."))
+    key = f"{type_}\0{name}" if model == "user" else f"column\0{type_}\0{name}"
+    digest = hashlib.sha256(key.encode()).hexdigest()[:16]
+    return CustomIndex(PREFIX + digest, text_, dialect == "postgresql")
 
 
 def wanted_by_segments(session: Session) -> set[Wanted]:
-    """The user custom attributes that saved segments filter on (all environments)."""
+    """The user custom attributes and standard columns that saved segments filter on (all
+    environments)."""
     wanted: set[Wanted] = set()
     definitions: dict[int, Any] = {}
     for environment_id, raw in session.execute(select(Segment.environment_id, Segment.filter)):
@@ -139,8 +159,8 @@ def wanted_by_segments(session: Session) -> set[Wanted]:
         for node in walk(parsed):
             if isinstance(node, Condition):
                 field = node.field
-                if field.scope == "user" and field.custom:
-                    wanted.add(("user", field.name, field.type))
+                if field.scope == "user":
+                    wanted.add(("user" if field.custom else "column", field.name, field.type))
     return wanted
 
 
