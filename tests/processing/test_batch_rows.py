@@ -72,3 +72,76 @@ def test_ids_of_new_users_increase_across_batches(
     assert len(set(ids)) == 8
     u_ids, v_ids = ids[:3], ids[3:]
     assert u_ids == sorted(u_ids) and v_ids == sorted(v_ids) and max(u_ids) < min(v_ids)
+
+
+def members_of(api: TestClient, user_id: str) -> list[str]:
+    companies = user_by(api, user_id=user_id)["companies"]["companies"]
+    return sorted(company["company_id"] for company in companies)
+
+
+def company(api: TestClient, company_id: str) -> dict[str, Any]:
+    response = api.get("/api/v1/companies/lookup", params={"company_id": company_id})
+    assert response.status_code == 200, response.text
+    return dict(response.json())
+
+
+def test_company_joins_of_one_batch_apply_in_message_order(
+    app: TestClient, database: Database, tenant: Tenant, api: TestClient
+) -> None:
+    deliver(
+        app,
+        database,
+        tenant,
+        message("group", userId="u-1", groupId="acme", traits={"name": "Acme", "tier": "gold"}),
+        message("group", userId="u-2", groupId="acme", traits={"name": "Acme Inc"}),
+        message("identify", userId="u-3", traits={"company": {"id": "acme", "seats": 5}}),
+        message(
+            "track", userId="u-4", event="Seen", context={"traits": {"company": {"id": "beta"}}}
+        ),
+    )
+    acme = company(api, "acme")
+    assert acme["name"] == "Acme Inc"
+    assert acme["custom_attributes"] == {"tier": "gold", "seats": 5}
+    assert [members_of(api, f"u-{n}") for n in (1, 2, 3, 4)] == [["acme"]] * 3 + [["beta"]]
+
+
+def test_a_company_attribute_its_definition_refuses_warns_on_its_own_message(
+    app: TestClient, database: Database, tenant: Tenant, api: TestClient
+) -> None:
+    defined = api.post(
+        "/api/v1/data_attributes", json={"name": "seats", "type": "number", "model": "company"}
+    )
+    assert defined.status_code == 200, defined.text
+    track = message(
+        "track",
+        userId="u-1",
+        event="Seen",
+        context={"traits": {"company": {"id": "acme", "seats": "many", "tier": "gold"}}},
+    )
+    group = message("group", userId="u-2", groupId="acme", traits={"seats": 3})
+    deliver(app, database, tenant, track, group)
+    assert company(api, "acme")["custom_attributes"] == {"tier": "gold", "seats": 3}
+    assert members_of(api, "u-1") == members_of(api, "u-2") == ["acme"]
+    status = api.get(f"/api/v1/messages/{track['messageId']}").json()
+    assert status["status"] == "processed"
+    assert [(w["code"], w["field"]) for w in status["warnings"]] == [
+        ("invalid_trait", "custom_attributes.seats")
+    ]
+    assert api.get(f"/api/v1/messages/{group['messageId']}").json()["warnings"] == []
+
+
+def test_a_company_joined_before_a_merge_in_the_same_batch_goes_with_the_user(
+    app: TestClient, database: Database, tenant: Tenant, api: TestClient
+) -> None:
+    deliver(app, database, tenant, message("identify", userId="ada", anonymousId="laptop"))
+    deliver(
+        app,
+        database,
+        tenant,
+        message("group", anonymousId="phone", groupId="acme"),
+        # The phone's visitor is merged into ada (R-ID-4): its company goes with it.
+        message("identify", anonymousId="phone", userId="ada"),
+    )
+    assert members_of(api, "ada") == ["acme"]
+    merged = rows(database, select(User.id).where(User.merged_into_id.is_not(None)))
+    assert len(merged) == 1

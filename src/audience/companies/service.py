@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from typing import Any
 
 from sqlalchemy import Select, delete, func, or_, select
@@ -97,7 +98,7 @@ def _check_custom(changes: dict[str, Any]) -> None:
                     _no_nul(item, field)
 
 
-def _standard_values(data: dict[str, Any]) -> dict[str, Any]:
+def check_company(data: dict[str, Any]) -> dict[str, Any]:
     """Validate the standard fields of a write (no database needed); returns column -> value."""
     values = {column: value for column, value in data.items() if column != "custom_attributes"}
     if "company_id" in values:
@@ -117,8 +118,13 @@ def _standard_values(data: dict[str, Any]) -> dict[str, Any]:
     return values
 
 
-def _apply(session: Session, environment_id: int, company: Company, data: dict[str, Any]) -> None:
-    values = _standard_values(data)
+def write_company(
+    session: Session, environment_id: int, company: Company, data: dict[str, Any]
+) -> bool:
+    """Set `data` on `company` (nothing set when it raises Invalid); whether anything changed.
+
+    Unflushed, and the members' segments are not touched: see `_apply`, `join_companies`."""
+    values = check_company(data)
     new_id = values.get("company_id", company.company_id)
     if new_id != company.company_id:
         taken = session.scalar(
@@ -128,57 +134,82 @@ def _apply(session: Session, environment_id: int, company: Company, data: dict[s
         )
         if taken is not None:
             raise Conflict(f"company {taken} already has company_id {new_id!r}", field="company_id")
-    changed = False
-    for column, value in values.items():
-        if getattr(company, column) != value:
-            setattr(company, column, value)
-            changed = True
+    custom: dict[str, Any] = {}
     if data.get("custom_attributes"):
-        company.custom_attributes, custom = write_custom_attributes(
+        attributes, custom = write_custom_attributes(
             session,
             environment_id=environment_id,
             model="company",
             current=company.custom_attributes or {},
             changes=data["custom_attributes"],
         )
-        changed = changed or bool(custom)
+        if custom:
+            company.custom_attributes = attributes
+    changed = bool(custom)
+    for column, value in values.items():
+        if getattr(company, column) != value:
+            setattr(company, column, value)
+            changed = True
     if changed:
         company.updated_at = utcnow()
-        _touch_members(session, environment_id, company.id)
+    return changed
+
+
+def _apply(session: Session, environment_id: int, company: Company, data: dict[str, Any]) -> None:
+    if write_company(session, environment_id, company, data):
+        touch_members(session, environment_id, [company.id])
     session.flush()
 
 
-def _touch_members(session: Session, environment_id: int, company_id: int) -> None:
-    """Segments with company conditions change for the company's users (segments.touched)."""
-    members = session.scalars(select(Membership.user_id).where(Membership.company_id == company_id))
+def touch_members(session: Session, environment_id: int, company_ids: Collection[int]) -> None:
+    """Segments with company conditions change for the companies' users (segments.touched)."""
+    if not company_ids:
+        return
+    members = session.scalars(
+        select(Membership.user_id).where(Membership.company_id.in_(company_ids))
+    )
     touch(session, environment_id=environment_id, user_ids=members)
+
+
+def companies_by_company_id(
+    session: Session, *, environment_id: int, company_ids: Collection[str]
+) -> dict[str, Company]:
+    """The companies with these `company_id`s, created (with no attributes yet) where missing."""
+    wanted = companies_of(environment_id).where(Company.company_id.in_(company_ids))
+    found = {company.company_id: company for company in session.scalars(wanted)}
+    missing = sorted(set(company_ids) - found.keys())
+    if missing:
+        now = utcnow()
+        # A concurrent create of the same company_id waits for the other transaction, then
+        # inserts nothing: both writers end up updating the one row, neither fails.
+        insert_ignore(
+            session,
+            Company,
+            [
+                {
+                    "environment_id": environment_id,
+                    "company_id": company_id,
+                    "custom_attributes": {},
+                    "created_at": now,
+                    "updated_at": now,
+                }
+                for company_id in missing
+            ],
+        )
+        created = companies_of(environment_id).where(Company.company_id.in_(missing))
+        found.update((company.company_id, company) for company in session.scalars(created))
+    return found
 
 
 def save_company(session: Session, *, environment: Environment, data: dict[str, Any]) -> Company:
     """Create the company, or update it when its `company_id` exists (Intercom's semantics)."""
     if data.get("company_id") is None:
         raise Invalid("company_id is required", field="company_id")
-    _standard_values(data)  # reject bad input before anything is written
+    check_company(data)  # reject bad input before anything is written
     company_id: str = data["company_id"]
-    company = session.scalar(companies_of(environment.id).where(Company.company_id == company_id))
-    if company is None:
-        now = utcnow()
-        # A concurrent create of the same company_id waits for the other transaction, then
-        # inserts nothing: both requests end up updating the one row, neither fails.
-        insert_ignore(
-            session,
-            Company,
-            [
-                {
-                    "environment_id": environment.id,
-                    "company_id": company_id,
-                    "custom_attributes": {},
-                    "created_at": now,
-                    "updated_at": now,
-                }
-            ],
-        )
-        company = lookup_company(session, environment_id=environment.id, company_id=company_id)
+    company = companies_by_company_id(
+        session, environment_id=environment.id, company_ids=[company_id]
+    )[company_id]
     _apply(session, environment.id, company, data)
     return company
 
@@ -193,7 +224,7 @@ def update_company(
 def delete_company(session: Session, *, environment_id: int, id: int) -> None:
     # Memberships and tags go with it (FK cascades); events keep their rows with company unset.
     company = get_company(session, environment_id=environment_id, id=id)
-    _touch_members(session, environment_id, company.id)
+    touch_members(session, environment_id, [company.id])
     session.delete(company)
     session.flush()
 
@@ -354,6 +385,22 @@ def add_member(session: Session, *, environment: Environment, company: Company, 
     member = {"company_id": company.id, "user_id": user.id, "member_since": utcnow()}
     insert_ignore(session, Membership, [member])
     touch(session, environment_id=environment.id, user_ids=[user.id])
+
+
+def add_members(
+    session: Session, *, environment: Environment, members: list[tuple[Company, User]]
+) -> None:
+    """`add_member` for each (company, user) in order: one insert when users may belong to
+    several companies (the order matters only for "single" membership)."""
+    if membership_mode(environment) == "single":
+        for company, user in members:
+            add_member(session, environment=environment, company=company, user=user)
+        return
+    now = utcnow()
+    pairs = dict.fromkeys((company.id, user.id) for company, user in members)
+    rows = [{"company_id": c, "user_id": u, "member_since": now} for c, u in pairs]
+    insert_ignore(session, Membership, rows)
+    touch(session, environment_id=environment.id, user_ids=[user_id for _, user_id in pairs])
 
 
 def remove_member(session: Session, *, environment_id: int, company: Company, user: User) -> None:

@@ -1,4 +1,4 @@
-"""What each message kind does to profiles, events and companies (R-ING-3).
+"""What each message kind does to profiles and events (R-ING-3; companies: joins.py).
 
 Called by the processor inside its batch transaction, one message at a time, after identity
 resolution. Bad values in traits never sink a message: the attribute is skipped with a warning
@@ -16,11 +16,9 @@ from pydantic import ValidationError
 from sqlalchemy import inspect
 from ua_parser import parse as parse_user_agent
 
-from audience.companies import service as companies
 from audience.environments.models import Environment
 from audience.errors import Invalid
-from audience.ingest.mapping import Profile, company_of, page_of, profile_of, traits_of
-from audience.ingest.resolve import Failed
+from audience.ingest.mapping import Profile, page_of, profile_of, traits_of
 from audience.tags import service as tags
 from audience.users import service as users
 from audience.users.models import User
@@ -105,12 +103,6 @@ def apply_profile(
         tags.tag_user(
             session, environment_id=environment.id, user_id=user.id, tag_id=None, name=name
         )
-    if profile.company is not None:
-        group_id = profile.company.get("id")
-        if isinstance(group_id, str | int) and str(group_id).strip():
-            join_company(session, environment, user, message, str(group_id), profile.company)
-        else:
-            message.warn("invalid_trait", "company needs an id", "company")
 
 
 def inserted(session: Any, user: User) -> None:
@@ -118,46 +110,6 @@ def inserted(session: Any, user: User) -> None:
     wait for the batch's flush, so that they are inserted together."""
     if inspect(user).pending:
         session.flush()
-
-
-def join_company(
-    session: Any,
-    environment: Environment,
-    user: User,
-    message: Message,
-    group_id: str,
-    traits: dict[str, Any],
-) -> None:
-    inserted(session, user)
-    mapping = environment.settings.get("company_traits") or {}
-    traits = {mapping.get(key, key): value for key, value in traits.items()}
-    standard, custom = company_of(group_id, traits)
-    data: dict[str, Any] = {**standard, "custom_attributes": custom} if custom else standard
-    for _ in range(len(data) + 1):
-        try:
-            company = companies.save_company(session, environment=environment, data=data)
-            break
-        except Invalid as invalid:
-            if invalid.field in (None, "company_id") or invalid.field not in _top_fields(data):
-                raise Failed("invalid_company", invalid.message, "group") from None
-            message.warn("invalid_trait", invalid.message, invalid.field)
-            _drop(data, invalid.field)
-    else:  # pragma: no cover - every pass drops a field
-        raise Failed("invalid_company", "company traits could not be stored", "group")
-    companies.add_member(session, environment=environment, company=company, user=user)
-
-
-def _top_fields(data: dict[str, Any]) -> set[str]:
-    names = set(data)
-    names.update(f"custom_attributes.{name}" for name in data.get("custom_attributes", {}))
-    return names
-
-
-def _drop(data: dict[str, Any], field_name: str) -> None:
-    if field_name.startswith("custom_attributes."):
-        data["custom_attributes"].pop(field_name.removeprefix("custom_attributes."), None)
-    else:
-        data.pop(field_name, None)
 
 
 @lru_cache(maxsize=4096)

@@ -2,9 +2,11 @@
 
 Per batch: find duplicates (R-ING-7), resolve identities for the whole batch in a few queries,
 apply each message's effects, insert events in bulk (ON CONFLICT DO NOTHING keeps dedupe in the
-database), store failures (R-ING-9) and delete the inbox rows, all in one commit. A message that
-raises unexpectedly doesn't block the others: the batch is redone one message at a time, each in
-its own savepoint, and the bad one goes to the failed-messages store.
+database), store failures (R-ING-9) and delete the inbox rows, all in one commit. A message fails
+before any of its effects is written (resolve.Failed, joins.company_data), so no message needs a
+savepoint of its own. A message that raises unexpectedly doesn't block the others: the batch is
+redone one message at a time, each in its own savepoint, and the bad one goes to the
+failed-messages store.
 
 Only one processor works at a time (a PostgreSQL advisory lock; SQLite's write lock), which is
 what keeps per-user order (R-ING-8) when `audience serve` and `audience worker` both run.
@@ -30,7 +32,8 @@ from audience.environments.models import Environment
 from audience.events.models import Event
 from audience.ingest import bulk, effects, inbox
 from audience.ingest.inbox import Waiting
-from audience.ingest.mapping import Profile, keys_of, traits_of
+from audience.ingest.joins import Join, apply_joins, companies_of_message
+from audience.ingest.mapping import keys_of, traits_of
 from audience.ingest.models import FailedMessage, ProcessedMessage
 from audience.ingest.resolve import Failed, Resolver
 from audience.segments import membership
@@ -100,7 +103,8 @@ class Batch:
         self.identities: list[tuple[User, str]] = []  # anonymous ids to insert, with their user
         self.resolver = self._resolver()
         self.events: list[tuple[User, dict[str, Any]]] = []
-        self.processed: list[dict[str, Any]] = []
+        self.joins: list[Join] = []  # companies to join when the batch's users are flushed
+        self.applied: list[effects.Message] = []
         self.failed: list[FailedMessage] = []
         self.touched: list[User] = []  # every resolved user: their segments are re-evaluated
 
@@ -113,25 +117,14 @@ class Batch:
             identities_later=self.identities,
         )
 
-    def mark(self) -> tuple[int, int]:
-        """Where the kept rows end, for `rolled_back`."""
-        return len(users.history_later(self.session)), len(self.identities)
-
-    def rolled_back(self, mark: tuple[int, int]) -> None:
-        """After a savepoint rolled back: forget what was remembered since it began."""
-        history_kept, identities_kept = mark
-        forget_definitions(self.session)
-        del users.history_later(self.session)[history_kept:]
-        del self.identities[identities_kept:]
-        self.flush_events()  # the new resolver looks up what the old one remembered
-        self.resolver = self._resolver()
-
     def flush_events(self) -> None:
-        """Insert pending events, history and identities now (a merge must see them to move
-        them)."""
+        """Insert pending events, history, identities and company joins now (a merge must see
+        them to move them)."""
         self.session.flush()  # new users get their ids
         self._write_history()
         self._write_identities()
+        joins, self.joins = self.joins, []
+        apply_joins(self.session, self.environment, joins)
         for user, row in self.events:
             row["user_id"] = user.id
         insert_ignore(self.session, Event, [row for _, row in self.events])
@@ -166,7 +159,20 @@ class Batch:
 
     def finish(self) -> None:
         self.flush_events()
-        insert_ignore(self.session, ProcessedMessage, self.processed)
+        now = utcnow()
+        processed = [
+            {
+                "environment_id": self.environment.id,
+                "message_id": message.message_id,
+                "kind": message.kind,
+                "warnings": message.warnings,
+                "processed_at": now,
+            }
+            # Events are their own record; other kinds, and warnings, need this one.
+            for message in self.applied
+            if message.kind not in effects.EVENT_KINDS or message.warnings
+        ]
+        insert_ignore(self.session, ProcessedMessage, processed)
         self.session.add_all(self.failed)
         ids = {user.id for user in self.touched}
         membership.refresh_users(self.session, environment_id=self.environment.id, user_ids=ids)
@@ -190,9 +196,11 @@ def _seen(session: Session, environment_id: int, message_ids: list[str]) -> set[
     return seen
 
 
-def _apply_one(batch: Batch, message: effects.Message, profile: Profile) -> None:
+def _apply_one(batch: Batch, message: effects.Message) -> None:
     session, environment = batch.session, batch.environment
     payload = message.payload
+    profile = effects.profile_for(environment, message)
+    companies = companies_of_message(environment, message, profile)  # Failed: nothing written
     keys = keys_of(payload, traits_of(payload))
     if message.kind == "alias":
         user = batch.resolver.alias(
@@ -205,11 +213,7 @@ def _apply_one(batch: Batch, message: effects.Message, profile: Profile) -> None
     effects.touch(environment, user, message)
     if message.kind in effects.EVENT_KINDS:
         batch.events.append((user, effects.event_of(environment, user, message)))
-    elif message.kind == "group":
-        group_traits = payload.get("traits") if isinstance(payload.get("traits"), dict) else {}
-        effects.join_company(
-            session, environment, user, message, str(payload["groupId"]), group_traits or {}
-        )
+    batch.joins.extend(Join(user, message, data) for data in companies)
 
 
 def _apply(
@@ -259,37 +263,16 @@ def _apply_messages(
     should_yield: Callable[[int], bool],
 ) -> int | None:
     """Apply one environment's messages; the position it stopped at, if it yielded."""
-    session, environment = batch.session, batch.environment
     batch.resolver.prefetch(keys_of(m.payload, traits_of(m.payload)) for _, _, m in messages)
     for position, row, message in messages:
         if should_yield(position):
             return position
-        profile = effects.profile_for(environment, message)
-        # A company that can't be stored fails the message after the profile was written:
-        # a savepoint takes that back (nothing half-applied, R-ING-4).
-        may_fail_late = message.kind == "group" or profile.company is not None
-        mark = batch.mark()
         try:
-            if may_fail_late:
-                with session.begin_nested():
-                    _apply_one(batch, message, profile)
-            else:
-                _apply_one(batch, message, profile)
+            _apply_one(batch, message)
         except Failed as failure:
             batch.failed.append(_failure(row, failure.code, failure.message, failure.stage))
-            if may_fail_late:
-                batch.rolled_back(mark)
             continue
-        if message.kind not in effects.EVENT_KINDS or message.warnings:
-            batch.processed.append(
-                {
-                    "environment_id": environment.id,
-                    "message_id": message.message_id,
-                    "kind": message.kind,
-                    "warnings": message.warnings,
-                    "processed_at": utcnow(),
-                }
-            )
+        batch.applied.append(message)
     return None
 
 

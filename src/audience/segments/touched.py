@@ -33,7 +33,8 @@ def take(session: Session, environment_id: int) -> set[int]:
 @event.listens_for(Session, "before_commit")
 def _before_commit(session: Session) -> None:
     # The one place no write path can miss: membership is never committed behind the data.
-    if session.info.get(KEY):
+    # Releasing a savepoint fires this too; the outermost commit refreshes for it.
+    if session.info.get(KEY) and not session.in_nested_transaction():
         from audience.segments.membership import refresh_touched
 
         refresh_touched(session)
