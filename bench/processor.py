@@ -16,6 +16,7 @@ each names the change it stands for (see docs/benchmarks.md):
 - baseline: src/ as it is.
 - original: src/ with `audience.ingest` taken from the directory `BENCH_ORIGINAL_INGEST` names
   (a copy of src/audience/ingest before a change), to compare a change with what it replaces.
+- stdlib_json: JSON columns written by json.dumps, as before `audience.db.json_text` (orjson).
 - partial_phone_index: `ix_users_environment_id_phone` made partial (`WHERE phone IS NOT
   NULL`), a schema change applied to the copy: without statistics PostgreSQL's planner picks
   that index for `environment_id = ? AND user_id = ?` and reads every user of the environment.
@@ -52,10 +53,22 @@ COUNTED = ("events", "users", "identities", "attribute_changes", "companies", "f
 # The fixes measured here first (negative cache, user_id check, definitions cache, events
 # executemany) are in src/ now; add a function per new candidate and name it in PATCHES.
 
+def stdlib_json() -> None:
+    """JSON columns written by json.dumps, as before `audience.db.json_text` (orjson)."""
+    import json
+
+    import audience.db
+    import audience.ingest.bulk
+
+    audience.db.json_text = json.dumps
+    audience.ingest.bulk.json_text = json.dumps
+
+
 PATCHES: dict[str, list[Callable[[], None]]] = {
     "baseline": [],
     "original": [],
     "partial_phone_index": [],
+    "stdlib_json": [stdlib_json],
 }
 # Schema changes, applied to the variant's copy before it drains.
 PARTIAL_PHONE_INDEX = (
@@ -155,7 +168,7 @@ def content(target: ingest.Target) -> dict[str, Counter[str]]:
             return times
         if name == "company_id" and table == "company_memberships":
             return companies.get(value, value)
-        if isinstance(value, str) and value[:1] in "{[":
+        if isinstance(value, str) and value[:1] in '{["':  # SQLite's JSON text, by value
             try:
                 return json.loads(value)
             except ValueError:

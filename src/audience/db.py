@@ -6,24 +6,30 @@ error); CLI commands and background jobs use `transaction()`. Services only flus
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
-from collections.abc import Callable, Coroutine, Iterator
+from collections.abc import Callable, Collection, Coroutine, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
+import orjson
 from fastapi import Request, Response
 from fastapi.routing import APIRoute
 from sqlalchemy import (
+    ARRAY,
     JSON,
     BigInteger,
+    ColumnElement,
     DateTime,
     Engine,
     Integer,
     MetaData,
+    any_,
     create_engine,
     event,
+    literal,
     select,
     text,
 )
@@ -81,12 +87,34 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+_JSON_OPTIONS = orjson.OPT_NON_STR_KEYS | orjson.OPT_PASSTHROUGH_DATETIME
+_JSON_OPTIONS |= orjson.OPT_PASSTHROUGH_DATACLASS | orjson.OPT_PASSTHROUGH_SUBCLASS
+
+
+def json_text(value: Any) -> str:
+    """A JSON column's text: orjson, several times faster than json.dumps, which every JSON
+    value the processor writes went through; json.dumps for what orjson leaves to it (integers
+    beyond 64 bits; types JSON has no form for, which it refuses as before)."""
+    try:
+        return orjson.dumps(value, option=_JSON_OPTIONS).decode()
+    except TypeError:
+        return json.dumps(value)
+
+
 def make_engine(settings: Settings) -> Engine:
     if not settings.is_sqlite:
-        return create_engine(settings.url, pool_size=10, max_overflow=20, pool_pre_ping=True)
+        return create_engine(
+            settings.url,
+            pool_size=10,
+            max_overflow=20,
+            pool_pre_ping=True,
+            json_serializer=json_text,
+        )
     if settings.database_url is None:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
-    engine = create_engine(settings.url, connect_args={"check_same_thread": False})
+    engine = create_engine(
+        settings.url, connect_args={"check_same_thread": False}, json_serializer=json_text
+    )
     synchronous = settings.sqlite_synchronous.upper()
     if synchronous not in {"FULL", "NORMAL", "EXTRA", "OFF"}:
         raise ValueError(
@@ -256,6 +284,19 @@ class ReadRoute(TransactionRoute):
     no write lock, so searches never wait for ingestion's writes."""
 
     writes = False
+
+
+def one_of(session: Session, column: Any, values: Collection[Any]) -> ColumnElement[bool]:
+    """`column IN values`; on PostgreSQL `column = ANY(array)`, one parameter for them all.
+
+    psycopg caches its parse of a query's text only up to a length, and an IN list of a batch's
+    500 keys is longer: the processor's lookups were parsed anew every batch (5% of its time).
+    """
+    if session.get_bind().dialect.name == "postgresql":
+        any_value: ColumnElement[bool] = column == any_(literal(list(values), ARRAY(column.type)))
+        return any_value
+    in_values: ColumnElement[bool] = column.in_(values)
+    return in_values
 
 
 def insert_ignore(session: Session, model: type[Base], rows: list[dict[str, Any]]) -> None:

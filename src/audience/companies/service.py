@@ -10,7 +10,7 @@ from sqlalchemy.orm import Session
 
 from audience.attributes.service import write_custom_attributes
 from audience.companies.models import Company, Membership
-from audience.db import escape_like, get_scoped, insert_ignore, utcnow
+from audience.db import escape_like, get_scoped, insert_ignore, one_of, utcnow
 from audience.environments.models import Environment
 from audience.errors import AudienceError, Conflict, Invalid, NotFound
 from audience.pagination import Order, Page, PageParams, paginate
@@ -175,7 +175,7 @@ def companies_by_company_id(
     session: Session, *, environment_id: int, company_ids: Collection[str]
 ) -> dict[str, Company]:
     """The companies with these `company_id`s, created (with no attributes yet) where missing."""
-    wanted = companies_of(environment_id).where(Company.company_id.in_(company_ids))
+    wanted = companies_of(environment_id).where(one_of(session, Company.company_id, company_ids))
     found = {company.company_id: company for company in session.scalars(wanted)}
     missing = sorted(set(company_ids) - found.keys())
     if missing:
@@ -196,7 +196,7 @@ def companies_by_company_id(
                 for company_id in missing
             ],
         )
-        created = companies_of(environment_id).where(Company.company_id.in_(missing))
+        created = companies_of(environment_id).where(one_of(session, Company.company_id, missing))
         found.update((company.company_id, company) for company in session.scalars(created))
     return found
 

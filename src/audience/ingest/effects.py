@@ -18,7 +18,7 @@ from ua_parser import parse as parse_user_agent
 
 from audience.environments.models import Environment
 from audience.errors import Invalid
-from audience.ingest.mapping import Profile, page_of, profile_of, traits_of
+from audience.ingest.mapping import Keys, Profile, keys_of, page_of, profile_of, traits_of
 from audience.tags import service as tags
 from audience.users import service as users
 from audience.users.models import User
@@ -36,6 +36,12 @@ class Message:
     message_id: str
     timestamp: datetime
     warnings: list[dict[str, Any]] = field(default_factory=list)
+    traits: dict[str, Any] = field(init=False)  # read by several steps: worked out once
+    keys: Keys = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.traits = traits_of(self.payload)
+        self.keys = keys_of(self.payload, self.traits)
 
     @property
     def kind(self) -> str:
@@ -209,4 +215,4 @@ def _received_at(payload: dict[str, Any], fallback: datetime) -> datetime:
 
 
 def profile_for(environment: Environment, message: Message) -> Profile:
-    return profile_of(traits_of(message.payload), environment.settings.get("traits") or None)
+    return profile_of(message.traits, environment.settings.get("traits") or None)

@@ -16,6 +16,7 @@ from sqlalchemy import delete as sql_delete
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
+from audience.db import one_of
 from audience.ingest.models import InboxMessage
 
 _DELETE_CHUNK = 5000  # below every SQLite build's bound-parameter limit
@@ -109,4 +110,4 @@ def delete(session: Session, ids: Sequence[int]) -> None:
     """Removes processed messages (in the transaction that applied their effects)."""
     for start in range(0, len(ids), _DELETE_CHUNK):
         chunk = list(ids[start : start + _DELETE_CHUNK])
-        session.execute(sql_delete(_TABLE).where(_TABLE.c.id.in_(chunk)))
+        session.execute(sql_delete(_TABLE).where(one_of(session, _TABLE.c.id, chunk)))

@@ -27,13 +27,12 @@ from sqlalchemy import func, select, text
 from sqlalchemy.orm import Session
 
 from audience.attributes.service import cache_definitions, forget_definitions
-from audience.db import Database, insert_ignore, utcnow
+from audience.db import Database, insert_ignore, one_of, utcnow
 from audience.environments.models import Environment
 from audience.events.models import Event
 from audience.ingest import bulk, effects, inbox
 from audience.ingest.inbox import Waiting
 from audience.ingest.joins import Join, apply_joins, companies_of_message
-from audience.ingest.mapping import keys_of, traits_of
 from audience.ingest.models import FailedMessage, ProcessedMessage
 from audience.ingest.resolve import Failed, Resolver
 from audience.segments import membership
@@ -190,7 +189,8 @@ def _seen(session: Session, environment_id: int, message_ids: list[str]) -> set[
     seen: set[str] = set()
     for model in (Event, ProcessedMessage):
         query = select(model.message_id).where(
-            model.environment_id == environment_id, model.message_id.in_(message_ids)
+            model.environment_id == environment_id,
+            one_of(session, model.message_id, message_ids),
         )
         seen.update(session.scalars(query))
     return seen
@@ -201,13 +201,12 @@ def _apply_one(batch: Batch, message: effects.Message) -> None:
     payload = message.payload
     profile = effects.profile_for(environment, message)
     companies = companies_of_message(environment, message, profile)  # Failed: nothing written
-    keys = keys_of(payload, traits_of(payload))
     if message.kind == "alias":
         user = batch.resolver.alias(
-            str(payload["previousId"]), keys, message.message_id, message.warnings
+            str(payload["previousId"]), message.keys, message.message_id, message.warnings
         )
     else:
-        user = batch.resolver.resolve(keys, message.message_id, message.warnings)
+        user = batch.resolver.resolve(message.keys, message.message_id, message.warnings)
     batch.touched.append(user)
     effects.apply_profile(session, environment, user, message, profile)
     effects.touch(environment, user, message)
@@ -263,7 +262,7 @@ def _apply_messages(
     should_yield: Callable[[int], bool],
 ) -> int | None:
     """Apply one environment's messages; the position it stopped at, if it yielded."""
-    batch.resolver.prefetch(keys_of(m.payload, traits_of(m.payload)) for _, _, m in messages)
+    batch.resolver.prefetch(message.keys for _, _, message in messages)
     for position, row, message in messages:
         if should_yield(position):
             return position

@@ -13,6 +13,7 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from audience.db import one_of
 from audience.environments.models import Environment
 from audience.ingest.mapping import Keys
 from audience.users import identity
@@ -68,13 +69,16 @@ class Resolver:
         live = users.live_users(self.environment.id).with_for_update(key_share=True)
         if user_ids:
             holders = select(User.id, User.user_id, User.merged_into_id).where(
-                User.environment_id == self.environment.id, User.user_id.in_(user_ids)
+                User.environment_id == self.environment.id,
+                one_of(self.session, User.user_id, user_ids),
             )
             merged: dict[str, int] = {}
             for id, user_id, merged_into_id in self.session.execute(holders):
                 if merged_into_id is not None and user_id is not None:
                     merged[user_id] = id
-            for user in self.session.scalars(live.where(User.user_id.in_(user_ids))):
+            for user in self.session.scalars(
+                live.where(one_of(self.session, User.user_id, user_ids))
+            ):
                 self._remember(user)
             for user_id, id in merged.items():
                 # A user merged away explicitly keeps its user_id: follow it to the survivor.
@@ -82,7 +86,9 @@ class Resolver:
             for value in user_ids:
                 self.by_user_id.setdefault(value, None)
         if user_keys:
-            for user in self.session.scalars(live.where(User.user_key.in_(user_keys))):
+            for user in self.session.scalars(
+                live.where(one_of(self.session, User.user_key, user_keys))
+            ):
                 self._remember(user)
             for value in user_keys:
                 self.by_user_key.setdefault(value, None)
@@ -93,7 +99,7 @@ class Resolver:
                 .where(
                     Identity.environment_id == self.environment.id,
                     Identity.kind == "anonymous_id",
-                    Identity.value.in_(anonymous_ids),
+                    one_of(self.session, Identity.value, anonymous_ids),
                     User.merged_into_id.is_(None),
                 )
                 .with_for_update(of=User, key_share=True)
