@@ -1,4 +1,5 @@
-"""Page and cursor pagination for every collection (R-API-3), with a stable tie-break on id."""
+"""Page and cursor pagination for every collection (R-API-3), with a stable tie-break on a
+unique column (an integer id, or a string key such as a message id)."""
 
 from __future__ import annotations
 
@@ -6,12 +7,12 @@ import base64
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated, Any
 
 import orjson
 from fastapi import Depends, Query
-from sqlalchemy import ColumnElement, Select, and_, func, literal, or_, select
+from sqlalchemy import ColumnElement, Select, and_, func, literal, or_, select, tuple_
 from sqlalchemy.orm import InstrumentedAttribute, Session
 
 from audience.errors import AudienceError
@@ -42,10 +43,17 @@ Pagination = Annotated[PageParams, Depends(page_params)]
 
 @dataclass(frozen=True)
 class Order:
-    """Sort by `column` (nulls last) then by `id` in the same direction.
+    """Sort by `column` (nulls last) then by `id_column` in the same direction.
+
+    `id_column` is the tie-break: a unique NOT NULL column of the listed rows (or of a row joined
+    to each), an integer id or a string key (e.g. `ProcessedMessage.message_id`).
 
     `column` may be an expression (a custom attribute); `value_of` then gives a loaded row's
     sort value for the cursor, the same value the expression has in the database.
+
+    With `row_value`, the position after a cursor is one row-value comparison,
+    `(column, id_column) < (value, last_id)` (`>` ascending), which both databases read as a range
+    of an index on (..., column, id_column); it needs a NOT NULL `column`.
     """
 
     name: str
@@ -53,6 +61,13 @@ class Order:
     id_column: InstrumentedAttribute[Any]
     descending: bool = False
     value_of: Callable[[Any], Any] | None = None
+    row_value: bool = False
+
+    def __post_init__(self) -> None:
+        if self.id_type not in (int, str):
+            raise TypeError(f"order {self.name!r}: the tie-break column must be integer or string")
+        if self.row_value and self.nullable:
+            raise ValueError(f"order {self.name!r}: row_value needs a NOT NULL column")
 
     @property
     def nullable(self) -> bool:
@@ -60,10 +75,20 @@ class Order:
 
     @property
     def python_type(self) -> type:
-        column_type = self.column.type
-        # A TypeDecorator (UtcDateTime) reports `object`; the type it wraps knows better.
-        python_type: type = getattr(column_type, "impl", column_type).python_type
-        return python_type
+        return _python_type(self.column)
+
+    @property
+    def id_type(self) -> type:
+        """`int` or `str`: what the tie-break column holds."""
+        return _python_type(self.id_column)
+
+    def id_of(self, row: Any) -> Any:
+        """A loaded row's tie-break value: its own `id_column` attribute; or, where the tie
+        column is on a table joined to the listed rows by their id (`SegmentMembership.user_id`
+        under listed users), the row's `id`."""
+        if isinstance(row, self.id_column.parent.mapper.class_):
+            return getattr(row, self.id_column.key)
+        return row.id
 
     def clauses(self) -> list[ColumnElement[Any]]:
         if self.column is self.id_column:
@@ -74,19 +99,33 @@ class Order:
         # from reading the (environment, column) index in order.
         return [column.nulls_last() if self.nullable else column, tie]
 
-    def after(self, value: Any, last_id: int) -> ColumnElement[bool]:
+    def after(self, value: Any, last_id: Any) -> ColumnElement[bool]:
         """Rows strictly after (value, last_id) in this order."""
-        beyond_id = self.id_column < last_id if self.descending else self.id_column > last_id
+        beyond_id: ColumnElement[bool] = (
+            self.id_column < last_id if self.descending else self.id_column > last_id
+        )
         if self.column is self.id_column:
             return beyond_id
         if value is None:  # nulls sort last: only later nulls remain
             return and_(self.column.is_(None), beyond_id)
         # Bound explicitly: SQLAlchemy refuses `column > True` with a plain Python boolean.
         value = literal(value, self.column.type)
+        if self.row_value:
+            key = tuple_(self.column, self.id_column)
+            position = tuple_(value, literal(last_id, self.id_column.type))
+            after: ColumnElement[bool] = key < position if self.descending else key > position
+            return after
         beyond = self.column < value if self.descending else self.column > value
         if not self.nullable:
             return or_(beyond, and_(self.column == value, beyond_id))
         return or_(beyond, and_(self.column == value, beyond_id), self.column.is_(None))
+
+
+def _python_type(column: InstrumentedAttribute[Any] | ColumnElement[Any]) -> type:
+    column_type = column.type
+    # A TypeDecorator (UtcDateTime) reports `object`; the type it wraps knows better.
+    python_type: type = getattr(column_type, "impl", column_type).python_type
+    return python_type
 
 
 @dataclass
@@ -105,14 +144,22 @@ class Page:
         return Pages(next=nxt, page=self.page, per_page=self.per_page, total_pages=total_pages)
 
 
-def _encode(order: Order, value: Any, last_id: int, page: int) -> str:
+def _encode(order: Order, value: Any, last_id: Any, page: int) -> str:
     if isinstance(value, datetime):
         value = {"dt": value.isoformat()}
     raw = orjson.dumps([order.name, order.descending, value, last_id, page])
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
 
-def _decode(cursor: str, order: Order) -> tuple[Any, int, int]:
+# A cursor's page is one more than the page it came from: keep it well inside what JSON (and
+# orjson) can carry.
+_MAX_CURSOR_PAGE = 2**53
+
+
+def _decode(cursor: str, order: Order) -> tuple[Any, Any, int]:
+    """The position a cursor of this listing holds: (sort value, tie-break value, page).
+
+    Anything else is a 400, checked here before it can reach the database."""
     bad = AudienceError(
         "invalid_cursor", "starting_after is not a cursor of this listing", field="starting_after"
     )
@@ -121,12 +168,18 @@ def _decode(cursor: str, order: Order) -> tuple[Any, int, int]:
         name, descending, value, last_id, page = orjson.loads(raw)
     except (ValueError, TypeError):
         raise bad from None
-    if name != order.name or descending != order.descending or not isinstance(last_id, int):
+    if name != order.name or descending != order.descending:
+        raise bad
+    if not _fits_id(last_id, order):
+        raise bad
+    if type(page) is not int or not 1 <= page <= _MAX_CURSOR_PAGE:
         raise bad
     if isinstance(value, dict):
         try:
             value = datetime.fromisoformat(value["dt"])
-        except (KeyError, TypeError, ValueError):
+            if value.tzinfo is not None:
+                value = value.astimezone(UTC)  # a forged edge-of-calendar time fails here
+        except (KeyError, TypeError, ValueError, OverflowError):
             raise bad from None
     # A forged cursor must not reach the database with a value the column can't compare to.
     expected = order.python_type
@@ -134,7 +187,7 @@ def _decode(cursor: str, order: Order) -> tuple[Any, int, int]:
         raise bad
     if value is not None and not _fits(value, expected):
         raise bad
-    return value, last_id, int(page) if isinstance(page, int) else 1
+    return value, last_id, page
 
 
 def _fits(value: Any, expected: type) -> bool:
@@ -147,6 +200,17 @@ def _fits(value: Any, expected: type) -> bool:
     if isinstance(value, str) and "\x00" in value:  # PostgreSQL can't compare text with NUL
         return False
     return isinstance(value, expected)
+
+
+def _fits_id(value: Any, order: Order) -> bool:
+    """A tie-break value of the column's own type: an integer (not a boolean, not a float), or a
+    string no longer than its VARCHAR(n) allows (no row holds a longer one)."""
+    if order.id_type is int:
+        return type(value) is int
+    length = getattr(order.id_column.type, "length", None)
+    if isinstance(value, str) and length is not None and len(value) > length:
+        return False
+    return _fits(value, order.id_type)
 
 
 def paginate(session: Session, query: Select[Any], *, order: Order, params: PageParams) -> Page:
@@ -166,5 +230,5 @@ def paginate(session: Session, query: Select[Any], *, order: Order, params: Page
     if len(rows) > params.per_page:
         last = items[-1]
         value = order.value_of(last) if order.value_of else getattr(last, str(order.column.key))
-        cursor = _encode(order, value, last.id, page)
+        cursor = _encode(order, value, order.id_of(last), page)
     return Page(items, total, page, params.per_page, cursor)

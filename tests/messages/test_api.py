@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import quote
 
 import httpx
 import pytest
 from fastapi.testclient import TestClient
+from sqlalchemy import insert
 
 from audience.db import Database
+from audience.ingest.models import ProcessedMessage
 from tests.conftest import Tenant
 from tests.factories import create_user
 from tests.failed.helpers import by_email
@@ -170,6 +173,55 @@ def test_warnings_list_is_newest_first_with_page_and_cursor_pagination(
     assert ids(warned(api, per_page=2, page=2)) == newest_first[2:4]
 
 
+def test_warnings_list_cursor_walk_visits_every_message_once_across_tied_times(
+    database: Database, tenant: Tenant, other_tenant: Tenant, api: TestClient
+) -> None:
+    start = datetime(2026, 3, 1, 12, 0, 0, 500_000, tzinfo=UTC)
+    times = [start, start + timedelta(microseconds=1), start + timedelta(days=1)]
+    warning = [{"code": "invalid_value", "field": "email", "message": "x"}]
+    rows = [
+        {
+            "environment_id": environment_id,
+            "message_id": message_id,
+            "kind": "identify",
+            "warnings": warning if n % 5 else [],  # every fifth has none: not listed
+            "processed_at": times[n % 3],  # long runs of equal processed_at
+        }
+        for environment_id in (tenant.id, other_tenant.id)
+        for n, message_id in enumerate(
+            [f"m-{n}" for n in range(30)] + ["M-1", "a b", "ünï", "z" * 100, "0"]
+        )
+    ]
+    with database.transaction() as session:
+        session.execute(insert(ProcessedMessage), rows)
+    expected = {
+        row["message_id"] for row in rows if row["environment_id"] == tenant.id and row["warnings"]
+    }
+    everything = warned(api, per_page=150)
+    assert everything["total_count"] == len(expected) == 28
+    assert sorted(ids(everything)) == sorted(expected)
+    order = [(m["processed_at"], m["message_id"]) for m in everything["messages"]]
+    assert [at for at, _ in order] == sorted((at for at, _ in order), reverse=True)
+
+    for per_page in (1, 3, 4, 27):
+        seen: list[str] = []
+        params: dict[str, Any] = {"per_page": per_page}
+        pages = -(-len(expected) // per_page)
+        for page in range(1, pages + 1):
+            listing = warned(api, **params)
+            assert listing["pages"]["page"] == page
+            assert listing["pages"]["total_pages"] == pages
+            assert listing["total_count"] == len(expected)
+            assert ids(listing) == ids(warned(api, per_page=per_page, page=page))
+            seen += ids(listing)
+            if page == pages:
+                assert listing["pages"]["next"] is None
+            else:
+                params["starting_after"] = listing["pages"]["next"]["starting_after"]
+        assert len(seen) == len(set(seen)) == len(expected)
+        assert seen == ids(everything)
+
+
 def test_warnings_list_filters(
     app: TestClient, database: Database, tenant: Tenant, api: TestClient
 ) -> None:
@@ -227,19 +279,31 @@ def test_forged_cursors_are_400(api: TestClient) -> None:
 
     import orjson
 
+    at = {"dt": "2026-01-01T00:00:00+00:00"}
     forged = [
-        ["message_warnings", "0001-01-01T00:00:00+05:00", "m", 1],
-        ["message_warnings", "2026-01-01T00:00:00", "m", 1],
-        ["message_warnings", "2026-01-01T00:00:00+00:00", "m\x00", 1],
-        ["message_warnings", "2026-01-01T00:00:00+00:00", 5, 1],
-        ["message_warnings", "2026-01-01T00:00:00+00:00", "m", True],
+        ["processed_at", True, {"dt": "0001-01-01T00:00:00+05:00"}, "m", 1],
+        ["processed_at", True, {"dt": "2026-01-01T00:00:00"}, "m", 1],
+        ["processed_at", True, {"dt": "yesterday"}, "m", 1],
+        ["processed_at", True, "2026-01-01T00:00:00+00:00", "m", 1],
+        ["processed_at", True, None, "m", 1],
+        ["processed_at", True, at, "m\x00", 1],
+        ["processed_at", True, at, "m" * 101, 1],
+        ["processed_at", True, at, 5, 1],
+        ["processed_at", True, at, None, 1],
+        ["processed_at", True, at, "m", True],
+        ["processed_at", True, at, "m", 0],
+        ["processed_at", True, at, "m", "2"],
+        ["processed_at", False, at, "m", 1],
+        ["timestamp", True, at, "m", 1],
+        ["processed_at", True, at, "m"],
+        ["message_warnings", "2026-01-01T00:00:00+00:00", "m", 1],  # the format before
         {"not": "a list"},
     ]
     for value in forged:
         cursor = base64.urlsafe_b64encode(orjson.dumps(value)).decode()
         response = api.get("/api/v1/message-warnings", params={"starting_after": cursor})
         assert_error(response, 400, "invalid_cursor", "starting_after")
-    good = ["message_warnings", "2026-01-01T00:00:00+00:00", "m", 1]
+    good = ["processed_at", True, at, "m" * 100, 1]
     cursor = base64.urlsafe_b64encode(orjson.dumps(good)).decode()
     assert api.get("/api/v1/message-warnings", params={"starting_after": cursor}).is_success
 

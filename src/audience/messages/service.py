@@ -9,32 +9,19 @@ pending again. Then the latest failure.
 
 from __future__ import annotations
 
-import base64
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any, Literal
 
-import orjson
-from sqlalchemy import (
-    ColumnElement,
-    Select,
-    String,
-    exists,
-    func,
-    literal,
-    literal_column,
-    select,
-    tuple_,
-)
+from sqlalchemy import ColumnElement, Select, exists, func, literal_column, select
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Session
 from sqlalchemy.sql import type_coerce
 
-from audience.db import UtcDateTime
 from audience.errors import AudienceError
 from audience.events.models import Event
 from audience.ingest.models import FailedMessage, InboxMessage, ProcessedMessage
-from audience.pagination import Page, PageParams
+from audience.pagination import Order, Page, PageParams, paginate
 from audience.users.models import User
 
 
@@ -109,7 +96,15 @@ def _events(
 
 # Word for word the predicate of the partial index ix_processed_messages_warned (migration 0007).
 WARNED = ProcessedMessage.warnings != literal_column("'[]'")
-_CURSOR = "message_warnings"
+# Newest first, ties by message_id, in the order of that index: the cursor's position is one
+# row-value comparison, which both databases read as a range of the index.
+WARNED_ORDER = Order(
+    "processed_at",
+    ProcessedMessage.processed_at,
+    ProcessedMessage.message_id,
+    descending=True,
+    row_value=True,
+)
 
 
 def _with_code(session: Session, code: str) -> ColumnElement[bool]:
@@ -144,58 +139,12 @@ def list_warned(
         query = query.where(ProcessedMessage.processed_at >= since)
     if until is not None:
         query = query.where(ProcessedMessage.processed_at < until)
-    total = session.scalar(select(func.count()).select_from(query.subquery())) or 0
-    key = tuple_(ProcessedMessage.processed_at, ProcessedMessage.message_id)
-    page_query = query.order_by(
-        ProcessedMessage.processed_at.desc(), ProcessedMessage.message_id.desc()
-    ).limit(params.per_page + 1)
-    page = params.page
-    if params.starting_after is not None:
-        processed_at, message_id, page = _decode(params.starting_after)
-        # A row-value comparison: both databases read it as a range of the index.
-        after = tuple_(literal(processed_at, UtcDateTime()), literal(message_id, String()))
-        page_query = page_query.where(key < after)
-        page += 1
-    else:
-        page_query = page_query.offset((params.page - 1) * params.per_page)
-    rows = list(session.scalars(page_query))
-    items = rows[: params.per_page]
-    cursor = None
-    if len(rows) > params.per_page:
-        cursor = _encode(items[-1].processed_at, items[-1].message_id, page)
+    page = paginate(session, query, order=WARNED_ORDER, params=params)
+    items: list[ProcessedMessage] = list(page.items)
     events = _events(session, environment_id, [row.message_id for row in items])
     statuses = [
         Status(row.message_id, "processed", row, *events.get(row.message_id, (None, None)))
         for row in items
     ]
-    return Page(statuses, total, page, params.per_page, cursor)
-
-
-def _encode(processed_at: datetime, message_id: str, page: int) -> str:
-    raw = orjson.dumps([_CURSOR, processed_at.isoformat(), message_id, page])
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
-
-
-def _decode(cursor: str) -> tuple[datetime, str, int]:
-    """The position a cursor of this listing holds; 400 for anything else, checked before it
-    reaches the database."""
-    try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
-        name, processed_at, message_id, page = orjson.loads(raw)
-        parsed = datetime.fromisoformat(processed_at)
-        moment = parsed.astimezone(UTC)  # a forged edge-of-calendar time fails here
-        if (
-            name == _CURSOR
-            and parsed.tzinfo is not None
-            and isinstance(message_id, str)
-            and len(message_id) <= 100
-            and "\x00" not in message_id
-            and type(page) is int
-            and 1 <= page <= 1_000_000
-        ):
-            return moment, message_id, page
-    except (ValueError, TypeError, OverflowError):
-        pass
-    raise AudienceError(
-        "invalid_cursor", "starting_after is not a cursor of this listing", field="starting_after"
-    )
+    page.items = statuses
+    return page
