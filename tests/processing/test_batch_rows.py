@@ -12,7 +12,7 @@ from audience.db import Database
 from audience.ingest.models import FailedMessage
 from audience.users.models import AttributeChange, Identity, User
 from tests.conftest import Tenant
-from tests.processing.helpers import deliver, message, user_by
+from tests.processing.helpers import deliver, events_of, message, user_by
 
 
 def rows(database: Database, query: Any) -> list[Any]:
@@ -145,3 +145,43 @@ def test_a_company_joined_before_a_merge_in_the_same_batch_goes_with_the_user(
     assert members_of(api, "ada") == ["acme"]
     merged = rows(database, select(User.id).where(User.merged_into_id.is_not(None)))
     assert len(merged) == 1
+
+
+def test_a_lookup_by_email_finds_a_person_created_earlier_in_the_same_batch(
+    app: TestClient, database: Database, tenant: Tenant, api: TestClient
+) -> None:
+    deliver(
+        app,
+        database,
+        tenant,
+        message("identify", userId="u-1", traits={"email": "ada@x.test"}),
+        message(
+            "track",
+            anonymousId="kiosk",
+            event="Checked in",
+            properties={"email": "ADA@x.test"},
+            integrations={"audience": {"lookup": "email"}},
+        ),
+    )
+    ada = user_by(api, user_id="u-1")
+    assert [event["name"] for event in events_of(api, ada)] == ["Checked in"]
+    assert rows(database, select(FailedMessage.message_id)) == []
+
+
+def test_new_people_of_a_batch_get_their_tags_and_values_in_one_batch(
+    app: TestClient, database: Database, tenant: Tenant, api: TestClient
+) -> None:
+    deliver(
+        app,
+        database,
+        tenant,
+        message("identify", userId="u-1", traits={"tags": ["vip"], "plan": "pro"}),
+        message("page", userId="u-1", properties={"url": "https://x.test/a"}),
+        message("identify", userId="u-2", traits={"tags": "trial, beta", "email": "b@x.test"}),
+        message("track", userId="u-1", event="Paid"),
+    )
+    first, second = user_by(api, user_id="u-1"), user_by(api, user_id="u-2")
+    assert [tag["name"] for tag in first["tags"]["tags"]] == ["vip"]
+    assert sorted(tag["name"] for tag in second["tags"]["tags"]) == ["beta", "trial"]
+    assert first["page_views"] == 1 and first["custom_attributes"] == {"plan": "pro"}
+    assert second["email"] == "b@x.test" and second["status"] == "user"

@@ -138,3 +138,37 @@ def test_serve_processes_in_the_background(
                 break
             threading.Event().wait(0.05)
     assert found.status_code == 200 and found.json()["custom_attributes"] == {"plan": "pro"}
+
+
+def test_new_people_after_a_crashing_new_person_are_created(
+    app: TestClient,
+    database: Database,
+    tenant: Tenant,
+    api: TestClient,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The crashing message's new user is taken back with its savepoint; the next new person
+    # may get the same id on SQLite, and the one after must not meet a stale object for it.
+    original = effects.touch
+
+    def explode_on_poison(environment: Any, user: Any, msg: effects.Message) -> None:
+        if msg.payload.get("event") == "poison":
+            raise RuntimeError("boom")
+        original(environment, user, msg)
+
+    monkeypatch.setattr(effects, "touch", explode_on_poison)
+    deliver(
+        app,
+        database,
+        tenant,
+        message("track", userId="u-1", event="before"),
+        message("track", userId="u-2", event="poison"),
+        message("track", userId="u-3", event="after"),
+        message("identify", userId="u-4", traits={"plan": "pro"}),
+    )
+    assert [event["name"] for event in events_of(api, user_by(api, user_id="u-3"))] == ["after"]
+    assert user_by(api, user_id="u-4")["custom_attributes"] == {"plan": "pro"}
+    assert api.get("/api/v1/users/lookup", params={"user_id": "u-2"}).status_code == 404
+    with database.transaction(write=False) as session:
+        failures = [failure.payload["event"] for failure in session.scalars(select(FailedMessage))]
+    assert failures == ["poison"]

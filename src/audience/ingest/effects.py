@@ -13,7 +13,6 @@ from functools import lru_cache
 from typing import Any
 
 from pydantic import ValidationError
-from sqlalchemy import inspect
 from ua_parser import parse as parse_user_agent
 
 from audience.environments.models import Environment
@@ -100,22 +99,19 @@ def apply_profile(
             skip(invalid)
             if data.pop(invalid.field or "", None) is None:
                 break
-    if profile.tags:
-        inserted(session, user)
-    for name in profile.tags:
+
+
+def tag(
+    session: Any, environment: Environment, user: User, message: Message, names: list[str]
+) -> None:
+    """The tags of the message's traits (`Profile.tags`); the user's row must exist already."""
+    for name in names:
         if len(name) > 255:
             message.warn("invalid_trait", "tag names are at most 255 characters", "tags")
             continue
         tags.tag_user(
             session, environment_id=environment.id, user_id=user.id, tag_id=None, name=name
         )
-
-
-def inserted(session: Any, user: User) -> None:
-    """Make sure a user created in this batch has its row, for rows that refer to it: new users
-    wait for the batch's flush, so that they are inserted together."""
-    if inspect(user).pending:
-        session.flush()
 
 
 @lru_cache(maxsize=4096)

@@ -39,18 +39,22 @@ class Resolver:
         environment: Environment,
         *,
         source: str = "ingest",
-        before_merge: Callable[[], None] | None = None,
+        write_pending: Callable[[], None] | None = None,
         new_id: Callable[[type[User] | type[Identity]], int | None] = lambda _: None,
         identities_later: list[tuple[User, str]] | None = None,
+        users_later: list[User] | None = None,
     ) -> None:
         self.session = session
         self.environment = environment
         self.source = source
-        self.before_merge = before_merge
+        # The caller's rows kept for later, written before anything reads their tables: before
+        # a merge (which moves them) and a lookup by email or phone (which reads users).
+        self.write_pending = write_pending
         self.new_id = new_id  # the id of a new row, when the caller allocates them
-        # (user, anonymous id) pairs for the caller to insert in bulk before anything reads the
-        # identities table (a merge, or a query after a savepoint rolled back); else ORM rows.
+        # (user, anonymous id) pairs for the caller to insert in bulk; else ORM rows.
         self.identities_later = identities_later
+        # New users, kept out of the session for the caller to insert as rows; else added.
+        self.users_later = users_later
         # What each key names; None when looked up and not found, so it isn't looked up again.
         self.by_user_id: dict[str, User | None] = {}
         self.by_user_key: dict[str, User | None] = {}
@@ -150,6 +154,8 @@ class Resolver:
         return self.by_anonymous_id.get(value)
 
     def _by_lookup(self, kind: str, value: str) -> User:
+        if self.write_pending is not None:
+            self.write_pending()
         query = users.live_users(self.environment.id)
         if kind == "email":
             query = query.where(func.lower(User.email) == func.lower(value))
@@ -175,7 +181,10 @@ class Resolver:
             flush=False,  # the batch's new users are inserted together
             user_id_is_free=True,  # every caller has just found no holder of user_id
             id=self.new_id(User),
+            add=self.users_later is None,
         )
+        if self.users_later is not None:
+            self.users_later.append(user)
         self._remember(user)
         return user
 
@@ -195,8 +204,8 @@ class Resolver:
         )
 
     def _merge(self, source: User, target: User, reason: str) -> None:
-        if self.before_merge is not None:
-            self.before_merge()
+        if self.write_pending is not None:
+            self.write_pending()
         self.session.flush()
         merge_users(
             self.session,

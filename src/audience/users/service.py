@@ -286,13 +286,14 @@ def create_user(
     flush: bool = True,
     user_id_is_free: bool = False,
     id: int | None = None,
+    add: bool = True,
 ) -> User:
     """A new user from `data` (UserWrite's fields).
 
     Ingestion passes `flush=False` so that a batch's new users are inserted together when the
     batch flushes, and `user_id_is_free=True` when it has just looked the user_id up itself
     (the unique constraint still guards against a race). `id` is for a caller that allocates
-    ids itself (see ingest/processor.py).
+    ids itself, and `add=False` for one that inserts the row itself (see ingest/processor.py).
     """
     now = utcnow()
     user = User(
@@ -307,7 +308,8 @@ def create_user(
         attribute_times={},
         **_DEFAULTS,
     )
-    session.add(user)
+    if add:
+        session.add(user)
     _apply(session, environment, user, data, source, created=True, user_id_is_free=user_id_is_free)
     if flush:
         session.flush()

@@ -88,8 +88,8 @@ def queue_event(
     listening = [id for id, topics in _subscribed(session, environment_id) if topic in topics]
     if not listening:
         return 0
-    # Not inserted yet (its id may be allocated already, as the SQLite processor does).
-    pending_user = user is not None and (user.id is None or inspect(user).pending)
+    # Not inserted yet (its id may be allocated already, as the processor does).
+    pending_user = user is not None and (user.id is None or not inspect(user).persistent)
     payload: dict[str, Any] = {}
     if not pending_user:
         payload = dict(data() if callable(data) else data)
