@@ -17,6 +17,9 @@ each names the change it stands for (see docs/benchmarks.md):
 - original: src/ with `audience.ingest` taken from the directory `BENCH_ORIGINAL_INGEST` names
   (a copy of src/audience/ingest before a change), to compare a change with what it replaces.
 - stdlib_json: JSON columns written by json.dumps, as before `audience.db.json_text` (orjson).
+- in_lists: `IN (…)` lists on PostgreSQL too, as before `audience.db.one_of` (`= ANY(array)`).
+- prepared: psycopg's default preparing of repeated queries, as before `audience.db` turned it
+  off; custom_plans: that, with `plan_cache_mode=force_custom_plan`.
 - partial_phone_index: `ix_users_environment_id_phone` made partial (`WHERE phone IS NOT
   NULL`), a schema change applied to the copy: without statistics PostgreSQL's planner picks
   that index for `environment_id = ? AND user_id = ?` and reads every user of the environment.
@@ -64,11 +67,65 @@ def stdlib_json() -> None:
     audience.ingest.bulk.json_text = json.dumps
 
 
+def in_lists() -> None:
+    """`IN (…)` lists on PostgreSQL too, as before `audience.db.one_of` (`= ANY(array)`)."""
+    import audience.companies.service
+    import audience.db
+    import audience.ingest.inbox
+    import audience.ingest.processor
+    import audience.ingest.resolve
+
+    def one_of(session: Any, column: Any, values: Any) -> Any:
+        return column.in_(values)
+
+    for module in (
+        audience.db,
+        audience.companies.service,
+        audience.ingest.inbox,
+        audience.ingest.processor,
+        audience.ingest.resolve,
+    ):
+        module.one_of = one_of  # type: ignore[attr-defined]
+
+
+def custom_plans() -> None:
+    """psycopg's default preparing, with `plan_cache_mode=force_custom_plan` (plans for the
+    values of each execution), against `audience.db`'s no preparing at all."""
+    import audience.db
+
+    original = audience.db.create_engine
+
+    def create_engine(url: Any, **kwargs: Any) -> Any:
+        if str(url).startswith("postgresql"):
+            kwargs["connect_args"] = {"options": "-c plan_cache_mode=force_custom_plan"}
+        return original(url, **kwargs)
+
+    audience.db.create_engine = create_engine  # type: ignore[assignment]
+
+
+def prepared() -> None:
+    """psycopg's default: a query run five times on a connection is prepared (PostgreSQL may
+    then use a generic plan), as before `audience.db` turned preparing off."""
+    import audience.db
+
+    original = audience.db.create_engine
+
+    def create_engine(url: Any, **kwargs: Any) -> Any:
+        if str(url).startswith("postgresql"):
+            kwargs["connect_args"] = {"prepare_threshold": 5}
+        return original(url, **kwargs)
+
+    audience.db.create_engine = create_engine  # type: ignore[assignment]
+
+
 PATCHES: dict[str, list[Callable[[], None]]] = {
     "baseline": [],
     "original": [],
     "partial_phone_index": [],
     "stdlib_json": [stdlib_json],
+    "in_lists": [in_lists],
+    "prepared": [prepared],
+    "custom_plans": [custom_plans],
 }
 # Schema changes, applied to the variant's copy before it drains.
 PARTIAL_PHONE_INDEX = (

@@ -109,6 +109,10 @@ def make_engine(settings: Settings) -> Engine:
             max_overflow=20,
             pool_pre_ping=True,
             json_serializer=json_text,
+            # psycopg prepares a query run five times on a connection, and PostgreSQL then may
+            # settle on a generic plan, blind to the values: for the processor's lookups that
+            # tripled the database's CPU per message (docs/decisions.md). Plan every time.
+            connect_args={"prepare_threshold": None},
         )
     if settings.database_url is None:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
