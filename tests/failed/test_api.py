@@ -8,11 +8,10 @@ import pytest
 from fastapi.testclient import TestClient
 
 from audience.db import Database
-from audience.ingest import effects
 from tests.conftest import Tenant
 from tests.factories import create_user
 from tests.failed.helpers import by_email, fail, failed_list
-from tests.processing.helpers import deliver, message
+from tests.processing.helpers import crash_on_event, deliver, message
 
 
 def test_a_lookup_that_matches_nobody_is_a_failed_message_with_its_payload(
@@ -57,14 +56,7 @@ def test_list_filters_by_error_code_stage_and_message_id(
 ) -> None:
     create_user(api, email="twin@example.com")
     create_user(api, email="twin@example.com")
-    original = effects.touch
-
-    def explode_on_poison(environment: Any, user: Any, msg: effects.Message) -> None:
-        if msg.payload.get("event") == "poison":
-            raise RuntimeError("boom")
-        original(environment, user, msg)
-
-    monkeypatch.setattr(effects, "touch", explode_on_poison)
+    crash_on_event(monkeypatch, "poison")
     missing = by_email("nobody@example.com")
     deliver(
         app,

@@ -5,9 +5,11 @@ from __future__ import annotations
 import itertools
 from typing import Any
 
+import pytest
 from fastapi.testclient import TestClient
 
 from audience.db import Database
+from audience.ingest import effects
 from audience.ingest.processor import Processor
 from tests.conftest import Tenant
 
@@ -46,3 +48,15 @@ def user_by(api: TestClient, **key: str) -> dict[str, Any]:
 def events_of(api: TestClient, user: dict[str, Any]) -> list[dict[str, Any]]:
     body = api.get(f"/api/v1/users/{user['id']}/events", params={"per_page": 150}).json()
     return list(body["events"])
+
+
+def crash_on_event(monkeypatch: pytest.MonkeyPatch, name: str) -> None:
+    """Make applying a track of event `name` raise, as a bug would (an unexpected error)."""
+    original = effects.touch
+
+    def touch(environment: Any, user: Any, message: effects.Message) -> None:
+        if message.payload.get("event") == name:
+            raise RuntimeError("boom")
+        original(environment, user, message)
+
+    monkeypatch.setattr(effects, "touch", touch)

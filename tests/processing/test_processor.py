@@ -11,12 +11,19 @@ from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 
 from audience.db import Database
-from audience.ingest import effects
 from audience.ingest.models import FailedMessage, InboxMessage
 from audience.ingest.processor import Processor
 from audience.users.models import User
 from tests.conftest import Tenant
-from tests.processing.helpers import deliver, events_of, message, process, send, user_by
+from tests.processing.helpers import (
+    crash_on_event,
+    deliver,
+    events_of,
+    message,
+    process,
+    send,
+    user_by,
+)
 
 
 def count(database: Database, model: Any) -> int:
@@ -50,14 +57,7 @@ def test_a_message_that_crashes_goes_to_failed_messages_and_the_rest_apply(
     api: TestClient,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    original = effects.touch
-
-    def explode_on_poison(environment: Any, user: Any, msg: effects.Message) -> None:
-        if msg.payload.get("event") == "poison":
-            raise RuntimeError("boom")
-        original(environment, user, msg)
-
-    monkeypatch.setattr(effects, "touch", explode_on_poison)
+    crash_on_event(monkeypatch, "poison")
     deliver(
         app,
         database,
@@ -149,14 +149,7 @@ def test_new_people_after_a_crashing_new_person_are_created(
 ) -> None:
     # The crashing message's new user is taken back with its savepoint; the next new person
     # may get the same id on SQLite, and the one after must not meet a stale object for it.
-    original = effects.touch
-
-    def explode_on_poison(environment: Any, user: Any, msg: effects.Message) -> None:
-        if msg.payload.get("event") == "poison":
-            raise RuntimeError("boom")
-        original(environment, user, msg)
-
-    monkeypatch.setattr(effects, "touch", explode_on_poison)
+    crash_on_event(monkeypatch, "poison")
     deliver(
         app,
         database,
