@@ -17,6 +17,8 @@ each names the change it stands for (see docs/benchmarks.md):
 - original: src/ with `audience.ingest` taken from the directory `BENCH_ORIGINAL_INGEST` names
   (a copy of src/audience/ingest before a change), to compare a change with what it replaces.
 - stdlib_json: JSON columns written by json.dumps, as before `audience.db.json_text` (orjson).
+- generic_datetime: SQLite dates bound by SQLAlchemy's DATETIME processor, as before
+  `audience.db.UtcDateTime.bind_processor`.
 - in_lists: `IN (…)` lists on PostgreSQL too, as before `audience.db.one_of` (`= ANY(array)`).
 - prepared: psycopg's default preparing of repeated queries, as before `audience.db` turned it
   off; custom_plans: that, with `plan_cache_mode=force_custom_plan`.
@@ -56,6 +58,7 @@ COUNTED = ("events", "users", "identities", "attribute_changes", "companies", "f
 # The fixes measured here first (negative cache, user_id check, definitions cache, events
 # executemany) are in src/ now; add a function per new candidate and name it in PATCHES.
 
+
 def stdlib_json() -> None:
     """JSON columns written by json.dumps, as before `audience.db.json_text` (orjson)."""
     import json
@@ -65,6 +68,16 @@ def stdlib_json() -> None:
 
     audience.db.json_text = json.dumps
     audience.ingest.bulk.json_text = json.dumps
+
+
+def generic_datetime() -> None:
+    """SQLite dates bound by SQLAlchemy's own DATETIME processor, as before
+    `audience.db.UtcDateTime.bind_processor`."""
+    from sqlalchemy.types import TypeDecorator
+
+    import audience.db
+
+    audience.db.UtcDateTime.bind_processor = TypeDecorator.bind_processor  # type: ignore[method-assign]
 
 
 def in_lists() -> None:
@@ -124,6 +137,7 @@ PATCHES: dict[str, list[Callable[[], None]]] = {
     "partial_phone_index": [],
     "stdlib_json": [stdlib_json],
     "in_lists": [in_lists],
+    "generic_datetime": [generic_datetime],
     "prepared": [prepared],
     "custom_plans": [custom_plans],
 }

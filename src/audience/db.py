@@ -82,6 +82,23 @@ class UtcDateTime(TypeDecorator[datetime]):
             return None
         return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
+    def bind_processor(self, dialect: Any) -> Callable[[datetime | None], Any] | None:
+        if dialect.name != "sqlite":
+            return super().bind_processor(dialect)
+
+        def sqlite_text(value: datetime | None) -> str | None:
+            # The text SQLAlchemy's SQLite DATETIME stores ("2026-11-30 02:14:27.000000"), made
+            # in one call: its own processor fills a format dict per value, and the processor
+            # binds some 40,000 dates per 3,000 messages.
+            if value is None:
+                return None
+            if value.tzinfo is UTC:  # the usual case: drop "+00:00"
+                return value.isoformat(" ", "microseconds")[:26]
+            naive = self.process_bind_param(value, dialect)  # refuses a naive one
+            return None if naive is None else naive.isoformat(" ", "microseconds")
+
+        return sqlite_text
+
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
