@@ -904,8 +904,10 @@ def summarise_profile(path: Path, top: int = 22) -> str:
     for line in path.read_text().splitlines():
         stack, _, count_text = line.rpartition(" ")
         frames = [_frame(frame) for frame in stack.split(";")]
-        if not count_text.isdigit() or not any(frame.endswith("run_forever") for frame in frames):
-            continue  # another thread's, or a line cut short when py-spy was stopped
+        if not count_text.isdigit() or not any(
+            frame.endswith("Processor.run_forever") for frame in frames
+        ):
+            continue  # another thread's (the webhook sender's, too), or a line cut short
         count = int(count_text)
         total += count
         leaf = frames[-1]
