@@ -20,6 +20,8 @@ each names the change it stands for (see docs/benchmarks.md):
 - generic_datetime: SQLite dates bound by SQLAlchemy's DATETIME processor, as before
   `audience.db.UtcDateTime.bind_processor`.
 - in_lists: `IN (…)` lists on PostgreSQL too, as before `audience.db.one_of` (`= ANY(array)`).
+- explain_slow: not a fix; PostgreSQL logs the plans of statements over 3 ms (auto_explain) to
+  its server log, e.g. /var/log/postgresql/postgresql-15-main.log.
 - prepared: psycopg's default preparing of repeated queries, as before `audience.db` turned it
   off; custom_plans: that, with `plan_cache_mode=force_custom_plan`.
 - partial_phone_index: `ix_users_environment_id_phone` made partial (`WHERE phone IS NOT
@@ -131,6 +133,25 @@ def prepared() -> None:
     audience.db.create_engine = create_engine  # type: ignore[assignment]
 
 
+def explain_slow() -> None:
+    """Not a fix, a look inside: PostgreSQL logs the plan of every statement over 3 ms to its
+    server log (auto_explain, with actual rows), with preparing off as in `audience.db`."""
+    import audience.db
+
+    original = audience.db.create_engine
+
+    def create_engine(url: Any, **kwargs: Any) -> Any:
+        if str(url).startswith("postgresql"):
+            kwargs["connect_args"] = {
+                "prepare_threshold": None,
+                "options": "-c session_preload_libraries=auto_explain"
+                " -c auto_explain.log_min_duration=3 -c auto_explain.log_analyze=on",
+            }
+        return original(url, **kwargs)
+
+    audience.db.create_engine = create_engine  # type: ignore[assignment]
+
+
 PATCHES: dict[str, list[Callable[[], None]]] = {
     "baseline": [],
     "original": [],
@@ -140,6 +161,7 @@ PATCHES: dict[str, list[Callable[[], None]]] = {
     "generic_datetime": [generic_datetime],
     "prepared": [prepared],
     "custom_plans": [custom_plans],
+    "explain_slow": [explain_slow],
 }
 # Schema changes, applied to the variant's copy before it drains.
 PARTIAL_PHONE_INDEX = (

@@ -97,19 +97,22 @@ class Resolver:
             for value in user_keys:
                 self.by_user_key.setdefault(value, None)
         if anonymous_ids:
-            rows = self.session.execute(
-                select(Identity.value, User)
-                .join(User, User.id == Identity.user_id)
-                .where(
-                    Identity.environment_id == self.environment.id,
-                    Identity.kind == "anonymous_id",
-                    one_of(self.session, Identity.value, anonymous_ids),
-                    User.merged_into_id.is_(None),
-                )
-                .with_for_update(of=User, key_share=True)
+            devices = select(Identity.value, Identity.user_id).where(
+                Identity.environment_id == self.environment.id,
+                Identity.kind == "anonymous_id",
+                one_of(self.session, Identity.value, anonymous_ids),
             )
-            for value, user in rows:
-                self.by_anonymous_id[value] = user
+            held_by: dict[str, int] = {value: id for value, id in self.session.execute(devices)}
+            # The users by primary key alone, in a query of their own: joined to identities, or
+            # with another condition (environment, not merged), PostgreSQL without statistics
+            # read the environment's users end to end through another index.
+            owners = select(User).where(one_of(self.session, User.id, set(held_by.values())))
+            locked = owners.with_for_update(key_share=True)
+            by_id = {user.id: user for user in self.session.scalars(locked)} if held_by else {}
+            for value, owner_id in held_by.items():
+                owner = by_id.get(owner_id)
+                if owner is not None and owner.merged_into_id is None:
+                    self.by_anonymous_id[value] = owner
             for value in anonymous_ids:
                 self.by_anonymous_id.setdefault(value, None)
 
