@@ -70,19 +70,21 @@ def company_data(
 
 def _skip(message: Message, data: dict[str, Any], invalid: Invalid) -> None:
     """Drop the field `invalid` names, with a warning; Failed when it is not one to drop."""
-    if invalid.field in (None, "company_id") or invalid.field not in _top_fields(data):
+    field = invalid.field
+    if field is None or not _droppable(data, invalid):
         raise Failed("invalid_company", invalid.message, "group") from None
-    message.warn("invalid_trait", invalid.message, invalid.field)
-    if invalid.field.startswith("custom_attributes."):
-        data["custom_attributes"].pop(invalid.field.removeprefix("custom_attributes."), None)
+    message.warn("invalid_trait", invalid.message, field)
+    if field.startswith("custom_attributes."):
+        data["custom_attributes"].pop(field.removeprefix("custom_attributes."), None)
     else:
-        data.pop(invalid.field, None)
+        data.pop(field, None)
 
 
-def _top_fields(data: dict[str, Any]) -> set[str]:
-    names = set(data)
+def _droppable(data: dict[str, Any], invalid: Invalid) -> bool:
+    """Whether `invalid` names a field of `data` the company can do without (not its id)."""
+    names = set(data) - {"company_id"}
     names.update(f"custom_attributes.{name}" for name in data.get("custom_attributes", {}))
-    return names
+    return invalid.field in names
 
 
 def apply_joins(session: Session, environment: Environment, joins: list[Join]) -> None:
@@ -104,8 +106,8 @@ def apply_joins(session: Session, environment: Environment, joins: list[Join]) -
                     changed.add(company.id)
                 break
             except Invalid as invalid:  # a custom attribute against its definition
-                if invalid.field is None or invalid.field not in _top_fields(join.data):
-                    raise  # not a field to drop, and too late to fail the message alone
+                if not _droppable(join.data, invalid):
+                    raise  # too late to fail just its message
                 _skip(join.message, join.data, invalid)
         members.append((company, join.user))
     session.flush()
