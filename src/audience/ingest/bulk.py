@@ -1,4 +1,4 @@
-"""Bulk inserts of the processor's plain rows (attribute history, identities).
+"""Bulk inserts of the processor's plain rows (new users, attribute history, identities).
 
 SQLite: one driver executemany, which sqlite3 loops in C. PostgreSQL: one COPY. psycopg runs an
 executemany as one INSERT per row (pipelined), and SQLAlchemy processes every parameter of
