@@ -123,7 +123,7 @@ def write_company(
 ) -> bool:
     """Set `data` on `company` (nothing set when it raises Invalid); whether anything changed.
 
-    Unflushed, and the members' segments are not touched: see `_apply`, `join_companies`."""
+    Unflushed, and the members' segments are not touched: see `_apply`, `ingest.joins`."""
     values = check_company(data)
     new_id = values.get("company_id", company.company_id)
     if new_id != company.company_id:
