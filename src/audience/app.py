@@ -7,15 +7,19 @@ import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl
 
 from fastapi import APIRouter, FastAPI
-from fastapi.responses import JSONResponse
+from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.responses import HTMLResponse, JSONResponse
+from fastapi.staticfiles import StaticFiles
 from sqlalchemy import func, select
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from audience import __version__, errors
+from audience.auth import RecordKeyUse
 from audience.config import Settings
 from audience.db import Database, utcnow
 from audience.ingest.models import InboxMessage
@@ -25,6 +29,8 @@ from audience.segments.indexes import IndexKeeper
 log = logging.getLogger("audience")
 
 API_PREFIX = "/api/v1"
+DOCS_URL = f"{API_PREFIX}/docs"
+DOCS_STATIC = Path(__file__).parent / "static_docs"
 
 
 def _api_routers() -> list[APIRouter]:
@@ -93,6 +99,25 @@ def _nul_field(scope: Scope) -> str | None:
     return None
 
 
+def _install_docs(app: FastAPI) -> None:
+    """Swagger UI at /api/v1/docs from the assets in static_docs/ (FastAPI's own page loads them
+    from a CDN, which leaves it blank on a server without internet)."""
+    static = f"{DOCS_URL}/static"
+    app.mount(static, StaticFiles(directory=DOCS_STATIC), name="docs-static")
+
+    @app.get(DOCS_URL, include_in_schema=False)
+    def docs() -> HTMLResponse:
+        return get_swagger_ui_html(
+            openapi_url=str(app.openapi_url),
+            title=f"{app.title} API",
+            swagger_js_url=f"{static}/swagger-ui-bundle.js",
+            swagger_css_url=f"{static}/swagger-ui.css",
+            swagger_favicon_url=f"{static}/favicon-32x32.png",
+            # No online validator badge: it would send the spec to a third party.
+            swagger_ui_parameters={"validatorUrl": None},
+        )
+
+
 def _lifespan(settings: Settings, database: Database) -> Any:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -151,15 +176,17 @@ def create_app(settings: Settings | None = None, *, database: Database | None = 
         version=__version__,
         summary="Self-hosted customer data platform",
         openapi_url=f"{API_PREFIX}/openapi.json",
-        docs_url=f"{API_PREFIX}/docs",
+        docs_url=None,  # served by _install_docs from the package, not a CDN
         redoc_url=None,
     )
+    _install_docs(app)
     app.state.settings = settings
     app.state.database = database
     app.state.rate_limits = RateLimits(settings)
     app.state.index_keeper = IndexKeeper(database)
     errors.install(app)
     app.add_middleware(RefuseNul)
+    app.add_middleware(RecordKeyUse)
     for router in _api_routers():
         app.include_router(router, prefix=API_PREFIX)
     from audience.ingest.api import router as ingest  # the tracking API at /v1, no API prefix

@@ -6,8 +6,10 @@ import hashlib
 import re
 import secrets
 from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any, NamedTuple, cast
 
-from sqlalchemy import select
+from sqlalchemy import CursorResult, or_, select, update
 from sqlalchemy.orm import Session
 
 from audience.db import get_scoped, utcnow
@@ -83,15 +85,55 @@ def revoke_api_key(session: Session, *, environment_id: int, key_id: int) -> Api
     return api_key
 
 
-def environment_for_api_key(session: Session, key: str) -> tuple[Environment, int] | None:
-    """The environment a live API key opens, and the key's id (the actor in histories)."""
+class KeyMatch(NamedTuple):
+    """What a live API key opens: its environment, its id (the actor in histories) and when it
+    was last recorded as used."""
+
+    environment: Environment
+    key_id: int
+    last_used_at: datetime | None
+
+
+# How stale `api_keys.last_used_at` may get. A "last used" shown to a person needs minutes, not
+# milliseconds; writing it on every request would turn every authenticated read into a write (on
+# SQLite: the one write lock, queued behind ingestion; on PostgreSQL: a new row version and WAL
+# per request on one hot row). So a busy key is written about once a minute.
+LAST_USED_RESOLUTION = timedelta(minutes=1)
+
+
+def environment_for_api_key(session: Session, key: str) -> KeyMatch | None:
+    """The environment a live API key opens, with the key's id and last use."""
     query = (
-        select(Environment, ApiKey.id)
+        select(Environment, ApiKey.id, ApiKey.last_used_at)
         .join(ApiKey, ApiKey.environment_id == Environment.id)
         .where(ApiKey.key_hash == hash_key(key), ApiKey.revoked_at.is_(None))
     )
     row = session.execute(query).first()
-    return None if row is None else (row[0], row[1])
+    return None if row is None else KeyMatch(row[0], row[1], row[2])
+
+
+def last_use_is_stale(last_used_at: datetime | None, *, now: datetime | None = None) -> bool:
+    """Whether a key used `now` should have its `last_used_at` written (LAST_USED_RESOLUTION)."""
+    return last_used_at is None or (now or utcnow()) - last_used_at >= LAST_USED_RESOLUTION
+
+
+def record_api_key_use(session: Session, *, key_id: int, now: datetime | None = None) -> bool:
+    """Write `last_used_at` = now unless another request wrote it within the resolution (so
+    concurrent requests that all saw a stale value write it once). True if a row changed."""
+    now = now or utcnow()
+    statement = (
+        update(ApiKey)
+        .where(
+            ApiKey.id == key_id,
+            or_(
+                ApiKey.last_used_at.is_(None),
+                ApiKey.last_used_at <= now - LAST_USED_RESOLUTION,
+            ),
+        )
+        .values(last_used_at=now)
+        .execution_options(synchronize_session=False)
+    )
+    return bool(cast(CursorResult[Any], session.execute(statement)).rowcount)
 
 
 def environment_for_app_token(session: Session, token: str) -> Environment | None:
