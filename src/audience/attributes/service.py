@@ -198,12 +198,8 @@ def write_custom_attributes(
             if on_invalid is None:
                 raise
             on_invalid(invalid)
-    if len(result) > values.MAX_ATTRIBUTES and len(result) > len(current):
-        raise Invalid(
-            f"over the limit of {values.MAX_ATTRIBUTES} custom attributes per {model}",
-            field=field_prefix,
-            code="limit_exceeded",
-        )
+    if len(result) > len(current):
+        values.check_count(len(result), model=model, field=field_prefix)
     return result, changed
 
 

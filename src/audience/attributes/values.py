@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Mapping
 from datetime import UTC, date, datetime
 from typing import Any
 
@@ -27,10 +28,52 @@ Scalar = str | int | float | bool
 def check_name(name: str, *, field: str) -> None:
     if not name or not name.strip():
         raise Invalid("attribute name must not be empty", field=field)
-    if len(name) > MAX_NAME:
-        raise Invalid(f"attribute name is over the limit of {MAX_NAME} characters", field=field)
+    check_name_length(name, field=field)
     if name.startswith("$") or "." in name or "\x00" in name:
         raise Invalid("attribute name must not start with '$' or contain '.' or NUL", field=field)
+
+
+def check_name_length(name: str, *, field: str) -> None:
+    """R-ATTR-2: an attribute name is at most MAX_NAME characters."""
+    if len(name) > MAX_NAME:
+        raise Invalid(
+            f"attribute name is over the limit of {MAX_NAME} characters",
+            field=field,
+            code="limit_exceeded",
+        )
+
+
+def check_count(count: int, *, model: str, field: str) -> None:
+    """R-ATTR-2: a user or company has at most MAX_ATTRIBUTES custom attributes."""
+    if count > MAX_ATTRIBUTES:
+        raise Invalid(
+            f"over the limit of {MAX_ATTRIBUTES} custom attributes per {model}",
+            field=field,
+            code="limit_exceeded",
+        )
+
+
+def check_limits(changes: Mapping[str, Any], *, model: str, field: str) -> None:
+    """The R-ATTR-2 limits that custom attribute `changes` (values or `{"$op": operand}`) break
+    on their own, before any stored value is known: too many attributes set at once, a name or a
+    string that is too long. Ingestion's accept path refuses such a message with this.
+    Everything else (types, shapes, the count with the stored ones) is judged when written."""
+    check_count(
+        sum(1 for raw in changes.values() if raw is not None and not _is_unset(raw)),
+        model=model,
+        field=field,
+    )
+    for name, raw in changes.items():
+        where = f"{field}.{name[:50]}"
+        check_name_length(name, field=where)
+        operand = next(iter(raw.values())) if isinstance(raw, dict) and len(raw) == 1 else raw
+        for item in operand if isinstance(operand, list) else [operand]:
+            if isinstance(item, str):
+                check_string(item, field=where)
+
+
+def _is_unset(raw: Any) -> bool:
+    return isinstance(raw, dict) and len(raw) == 1 and "$unset" in raw
 
 
 def _is_scalar(value: Any) -> bool:
@@ -78,7 +121,8 @@ def _unix(value: int | float) -> datetime | None:
         return None
 
 
-def _check_string(value: str, field: str) -> str:
+def check_string(value: str, *, field: str) -> str:
+    """R-ATTR-2: a string value is at most MAX_STRING characters."""
     if len(value) > MAX_STRING:
         raise Invalid(
             f"value is over the limit of {MAX_STRING} characters",
@@ -99,7 +143,7 @@ def coerce(value: Any, type_: str, *, field: str) -> Any:
         if isinstance(value, int | float):
             return str(value)
         if isinstance(value, str):
-            return _check_string(value, field)
+            return check_string(value, field=field)
         raise wrong
     if type_ == "number":
         if isinstance(value, bool):
@@ -153,7 +197,7 @@ def coerce(value: Any, type_: str, *, field: str) -> Any:
             )
         for item in items:
             if isinstance(item, str):
-                _check_string(item, field)
+                check_string(item, field=field)
         return list(items)
     raise wrong
 

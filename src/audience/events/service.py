@@ -6,7 +6,7 @@ import json
 import math
 import uuid
 from collections.abc import Sequence
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import case, func, literal, or_, select, update
@@ -17,6 +17,7 @@ from audience.db import UtcDateTime, get_scoped, utcnow
 from audience.environments.models import Environment
 from audience.errors import AudienceError, Invalid, NotFound
 from audience.events.models import Event
+from audience.events.timing import too_far_ahead
 from audience.pagination import Order, Page, PageParams, paginate
 from audience.schemas import parse_id
 from audience.segments.touched import touch
@@ -26,7 +27,6 @@ from audience.users.models import User
 
 MAX_PROPERTIES_BYTES = 10 * 1024  # R-ATTR-2: event properties ≤10 KB serialised
 MAX_PROPERTIES_DEPTH = 10
-MAX_FUTURE = timedelta(hours=24)
 
 
 def find_user(session: Session, *, environment: Environment, key: str, value: str) -> User:
@@ -125,7 +125,7 @@ def create_event(
 ) -> Event:
     """Record an event; a message_id already stored in the environment returns that event."""
     now = utcnow()
-    if timestamp is not None and timestamp > now + MAX_FUTURE:
+    if timestamp is not None and too_far_ahead(timestamp, now):
         raise Invalid("timestamp is more than 24 hours in the future", field="timestamp")
     properties = properties or {}
     check_properties(properties)

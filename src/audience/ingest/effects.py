@@ -15,8 +15,10 @@ from typing import Any
 from pydantic import ValidationError
 from ua_parser import parse as parse_user_agent
 
+from audience.db import utcnow
 from audience.environments.models import Environment
 from audience.errors import Invalid
+from audience.events.timing import too_far_ahead
 from audience.ingest.mapping import Keys, Profile, keys_of, page_of, profile_of, traits_of
 from audience.tags import service as tags
 from audience.users import service as users
@@ -125,21 +127,28 @@ def _device(user_agent: str) -> tuple[str | None, str | None, str | None, str | 
 
 
 def touch(environment: Environment, user: User, message: Message) -> None:
-    """Seen times, sessions (30 minutes apart) and device data from the message's context."""
+    """Seen times, sessions (30 minutes apart) and device data from the message's context.
+
+    A time more than 24 hours after the message was received (kept, flagged future_timestamp,
+    R-ING-6) is not trusted as a visit: it moves no seen time, counts no session and sets no
+    device data, so a client clock in 2099 can't leave the user "last seen" in 2099 for good.
+    """
     moment = message.timestamp
     last = user.last_seen_at
-    if message.kind in EVENT_KINDS and (last is None or moment - last > SESSION_GAP):
-        user.session_count = (user.session_count or 0) + 1
-    if user.first_seen_at is None or moment < user.first_seen_at:
-        user.first_seen_at = moment
-    if last is None or moment > last:
-        user.last_seen_at = moment
-        user.last_request_at = moment
+    trusted = not too_far_ahead(moment, _received_at(message.payload, utcnow()))
+    if trusted:
+        if message.kind in EVENT_KINDS and (last is None or moment - last > SESSION_GAP):
+            user.session_count = (user.session_count or 0) + 1
+        if user.first_seen_at is None or moment < user.first_seen_at:
+            user.first_seen_at = moment
+        if last is None or moment > last:
+            user.last_seen_at = moment
+            user.last_request_at = moment
     context = message.payload.get("context")
     if not isinstance(context, dict):
         return
     agent = context.get("userAgent")
-    if isinstance(agent, str) and agent and (last is None or moment >= last):
+    if isinstance(agent, str) and agent and trusted and (last is None or moment >= last):
         user.browser, user.browser_version, user.os, user.device = _device(agent[:1000])
         if environment.settings.get("keep_tracking_data"):
             user.user_agent = agent[:2000]

@@ -14,6 +14,8 @@ from typing import Any
 
 import orjson
 
+from audience.errors import Invalid
+from audience.ingest import limits
 from audience.ingest.timestamps import JSON_OPTIONS, stamp
 from audience.users.identity import is_blocked
 
@@ -119,7 +121,7 @@ def normalise(
     message: dict[str, Any] = item
     message.pop("writeKey", None)  # the app token: already used, never stored
     _apply_defaults(message, defaults)
-    _check_serialisable(message)
+    _check_serialisable(message, kind)
 
     message["type"] = _message_type(message, kind)
     warnings: list[dict[str, str]] = []
@@ -136,6 +138,7 @@ def normalise(
             elif type(value) is not dict:
                 raise Rejected("invalid_field", f"{name} must be an object", field=name)
     message_id = _message_id(message)
+    _check_limits(message)
 
     if "warnings" in message:
         warnings.append(
@@ -167,23 +170,47 @@ def _apply_defaults(message: dict[str, Any], defaults: Defaults) -> None:
         message["sentAt"] = defaults.sent_at
 
 
-def _check_serialisable(message: dict[str, Any]) -> None:
+def _check_serialisable(message: dict[str, Any], kind: str | None) -> None:
     """Size, nesting and string content, judged on the message as the client sent it."""
     try:
         raw = orjson.dumps(message)
     except TypeError:  # orjson.JSONEncodeError: too deep for orjson, or a lone surrogate
         raise _unserialisable(message) from None
     if len(raw) > MAX_MESSAGE_BYTES:
-        raise Rejected(
-            "message_too_large",
-            f"the message is {len(raw)} bytes serialised; the limit is {MAX_MESSAGE_BYTES}",
-        )
+        text = f"the message is {len(raw)} bytes serialised; the limit is {MAX_MESSAGE_BYTES}"
+        broken = _limit_broken(message, kind)
+        raise Rejected("message_too_large", f"{text} ({broken})" if broken else text)
     # Cheap bounds first; the exact walks run only when a bound is crossed.
     if raw.count(b"{") + raw.count(b"[") > MAX_DEPTH and _too_deep(message, MAX_DEPTH):
         raise Rejected("too_deep", f"the message nests deeper than {MAX_DEPTH} levels")
     if b"\\u0000" in raw and _has_nul(message):
         # PostgreSQL's jsonb can't hold \u0000, so one rule for both databases.
         raise Rejected("invalid_string", "strings and keys must not contain NUL (\\u0000)")
+
+
+def _limit_broken(message: dict[str, Any], kind: str | None) -> str | None:
+    """For a message over 32 KB, the R-ATTR-2 limit that made it so, if one did: a trait of
+    70,000 characters is over the 65,535-character limit of a value, not only large."""
+    given = kind or message.get("type")
+    if not isinstance(given, str) or given.lower() not in _KINDS:
+        return None
+    try:
+        _check_limits({**message, "type": given.lower()})
+    except Rejected as rejection:
+        return rejection.message
+    return None
+
+
+def _check_limits(message: dict[str, Any]) -> None:
+    """R-ATTR-2's limits (properties, custom attributes): the REST API's rules, as Rejected."""
+    try:
+        limits.check_message(message)
+    except Invalid as invalid:
+        where = invalid.field or ""
+        text = (
+            invalid.message if invalid.message.startswith(where) else f"{where}: {invalid.message}"
+        )
+        raise Rejected(invalid.code, text, field=invalid.field) from None
 
 
 def _unserialisable(message: dict[str, Any]) -> Rejected:

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from functools import lru_cache
 from typing import Any
 
 import orjson
 
-FUTURE_TOLERANCE = timedelta(hours=24)
+from audience.events.timing import too_far_ahead
 
 
 def parse_timestamp(value: object) -> datetime | None:
@@ -81,7 +81,7 @@ def stamp(
             )
         else:
             timestamp = _corrected(message, original, received_at, warnings)
-    if timestamp - received_at > FUTURE_TOLERANCE:
+    if too_far_ahead(timestamp, received_at):
         warnings.append(
             {
                 "code": "future_timestamp",
