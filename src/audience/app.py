@@ -192,6 +192,9 @@ def create_app(settings: Settings | None = None, *, database: Database | None = 
     from audience.ingest.api import router as ingest  # the tracking API at /v1, no API prefix
 
     app.include_router(ingest)
+    from audience import web
+
+    web.install(app)
 
     @app.get("/healthz", tags=["operations"])
     def healthz() -> JSONResponse:

@@ -69,6 +69,11 @@ class Settings(BaseSettings):
         "10000/minute",
         description="Requests each API key may make to the REST API, in the same notation.",
     )
+    login_rate_limit: str = Field(
+        "10/minute",
+        description="Sign-in attempts to the web app per client address and email, in the "
+        "same notation; over it the form says to wait.",
+    )
     rate_limit_storage: str = Field(
         "memory://",
         description="Where rate-limit counts live: `memory://` (per process) or a shared "

@@ -1,6 +1,6 @@
 """Imports every domain's models so that `Base.metadata` is complete (migrations, tests)."""
 
-from audience.agents.models import Agent
+from audience.agents.models import Agent, AgentSession
 from audience.attributes.models import AttributeDefinition
 from audience.companies.models import Company, Membership
 from audience.db import Base
@@ -16,6 +16,7 @@ from audience.webhooks.models import WebhookDelivery, WebhookSubscription
 
 __all__ = [
     "Agent",
+    "AgentSession",
     "ApiKey",
     "AttributeChange",
     "AttributeDefinition",

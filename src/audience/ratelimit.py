@@ -35,12 +35,17 @@ class RateLimits:
         self.limiter = MovingWindowRateLimiter(storage_from_string(settings.rate_limit_storage))
         self.ingest = _parse(settings.ingest_rate_limit)
         self.api = _parse(settings.api_rate_limit)
+        self.login = _parse(settings.login_rate_limit)
 
     def hit_ingest(self, environment_id: int) -> None:
         self._hit(self.ingest, "app token", f"environment:{environment_id}")
 
     def hit_api(self, key_id: int) -> None:
         self._hit(self.api, "API key", f"api_key:{key_id}")
+
+    def allow_login(self, key: str) -> bool:
+        """A sign-in attempt from one address for one email (R-SEC-2): False when over."""
+        return self.login is None or self.limiter.hit(self.login, f"login:{key}")
 
     def _hit(self, limit: RateLimitItem | None, what: str, key: str) -> None:
         if limit is None or self.limiter.hit(limit, key):

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, Select, func, insert, or_, select
+from sqlalchemy import ColumnElement, Select, case, func, insert, or_, select
 from sqlalchemy.orm import Session
 
 from audience.attributes.service import write_custom_attributes
@@ -453,3 +453,21 @@ def relations(
     for user_id, tag in tag_rows:
         tags[user_id].append(tag)
     return companies, tags
+
+
+def kind_counts(session: Session, *, environment_id: int) -> dict[str, int]:
+    """How many live users are anonymous, identified, and contacts (People's header)."""
+    identified = or_(User.user_id.is_not(None), User.email.is_not(None), User.phone.is_not(None))
+    contact = or_(
+        identified,
+        User.web_push_subscription.is_not(None),
+        User.last_heard_from_at.is_not(None),
+        User.fcm_key.is_not(None),
+    )
+    query = live_users(environment_id).with_only_columns(
+        func.count(),
+        func.count(case((identified, 1))),
+        func.count(case((contact, 1))),
+    )
+    total, known, contacts = session.execute(query).one()
+    return {"all": total, "anonymous": total - known, "identified": known, "contacts": contacts}
