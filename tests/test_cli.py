@@ -9,10 +9,8 @@ from __future__ import annotations
 import json
 import os
 import re
-import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -38,6 +36,7 @@ from audience.db import Database, server_warnings
 from audience.environments.models import ApiKey, Environment
 from audience.environments.service import environment_for_api_key
 from audience.users.models import User
+from tests.serve import free_port, wait_until_healthy
 
 API_KEY = re.compile(r"sk_[A-Za-z0-9_-]{20,}")
 APP_TOKEN = re.compile(r"pk_[A-Za-z0-9_-]{20,}")
@@ -398,26 +397,6 @@ def test_server_warnings_name_synchronous_commit_off() -> None:
 
 
 # --- end to end: the real server process --------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def wait_until_healthy(process: subprocess.Popen[bytes], base: str, log: Path) -> None:
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            pytest.fail(f"audience serve exited with {process.returncode}:\n{log.read_text()}")
-        try:
-            if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.1)
-    pytest.fail(f"audience serve was not healthy within 30s:\n{log.read_text()}")
 
 
 def test_serve_end_to_end_creates_and_looks_up_a_user(tmp_path: Path) -> None:

@@ -8,10 +8,8 @@ this folder (pyproject's norecursedirs).
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +20,7 @@ from playwright.sync_api import Browser, Page, sync_playwright
 
 from audience.config import Settings
 from audience.db import Database
+from tests.serve import free_port, wait_until_healthy
 
 CHROMIUM = os.environ.get("AUDIENCE_CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_FLAGS = [
@@ -47,12 +46,6 @@ class Server:
         )
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @pytest.fixture
 def server(settings: Settings, database: Database, tmp_path: Path) -> Iterator[Server]:
     env = {name: value for name, value in os.environ.items() if not name.startswith("AUDIENCE_")}
@@ -65,7 +58,7 @@ def server(settings: Settings, database: Database, tmp_path: Path) -> Iterator[S
     )
     if settings.database_url:
         env["AUDIENCE_DATABASE_URL"] = settings.database_url
-    port = _free_port()
+    port = free_port()
     url = f"http://127.0.0.1:{port}"
     log = tmp_path / "serve.log"
     command = [sys.executable, "-m", "audience", "serve", "--host", "127.0.0.1", "--port"]
@@ -74,18 +67,7 @@ def server(settings: Settings, database: Database, tmp_path: Path) -> Iterator[S
             [*command, str(port)], env=env, stdout=output, stderr=subprocess.STDOUT
         )
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            if process.poll() is not None:
-                pytest.fail(f"audience serve exited with {process.returncode}:\n{log.read_text()}")
-            try:
-                if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"audience serve was not healthy within 30 s:\n{log.read_text()}")
-            time.sleep(0.1)
+        wait_until_healthy(process, url, log)
         yield Server(url)
     finally:
         process.terminate()

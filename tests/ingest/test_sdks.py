@@ -7,7 +7,6 @@ PostgreSQL database with AUDIENCE_TEST_DATABASE_URL); the inbox is read back thr
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -16,7 +15,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 from rudderstack.analytics.client import Client as RudderClient
 from segment.analytics.client import Client as SegmentClient
@@ -26,6 +24,7 @@ from audience.config import Settings
 from audience.db import Database
 from audience.environments.models import Environment
 from tests.ingest.helpers import inbox_rows
+from tests.serve import free_port, wait_until_healthy
 
 APP_TOKEN = "pk_sdk_e2e_" + "t" * 20
 
@@ -34,26 +33,6 @@ APP_TOKEN = "pk_sdk_e2e_" + "t" * 20
 class Server:
     base_url: str
     environment_id: int
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _wait_until_healthy(process: subprocess.Popen[bytes], base_url: str, log: Path) -> None:
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            pytest.fail(f"audience serve exited with {process.returncode}:\n{log.read_text()}")
-        try:
-            if httpx.get(f"{base_url}/healthz", timeout=1).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.1)
-    pytest.fail(f"audience serve was not healthy within 30s:\n{log.read_text()}")
 
 
 @pytest.fixture
@@ -69,7 +48,7 @@ def server(settings: Settings, database: Database, tmp_path: Path) -> Iterator[S
     )
     if settings.database_url:
         env["AUDIENCE_DATABASE_URL"] = settings.database_url
-    port = _free_port()
+    port = free_port()
     base_url = f"http://127.0.0.1:{port}"
     log = tmp_path / "serve.log"
     command = [sys.executable, "-m", "audience", "serve", "--host", "127.0.0.1"]
@@ -78,7 +57,7 @@ def server(settings: Settings, database: Database, tmp_path: Path) -> Iterator[S
             [*command, "--port", str(port)], env=env, stdout=output, stderr=subprocess.STDOUT
         )
     try:
-        _wait_until_healthy(process, base_url, log)
+        wait_until_healthy(process, base_url, log)
         with database.transaction(write=False) as session:
             query = select(Environment.id).where(Environment.app_token == APP_TOKEN)
             environment_id = session.scalar(query)
