@@ -68,7 +68,9 @@ def authenticate(session: Session, *, email: str, password: str) -> Agent | None
 def start_session(
     session: Session, *, agent: Agent, environment_id: int | None
 ) -> tuple[str, AgentSession]:
-    """A new signed-in browser: returns the cookie's token (only its hash is stored)."""
+    """A new signed-in browser: returns the cookie's token (only its hash is stored).
+    Sessions that expired are cleared here, so the table never outgrows its live sessions."""
+    session.execute(delete(AgentSession).where(AgentSession.expires_at <= utcnow()))
     token = secrets.token_urlsafe(32)
     row = AgentSession(
         token_hash=_digest(token),

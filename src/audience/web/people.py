@@ -158,6 +158,8 @@ def set_attribute(
         )
         membership.refresh_users(session, environment_id=environment.id, user_ids=[user.id])
     except AudienceError as exc:
+        # Undo what the refused write did to the loaded user before the page shows it again
+        # (the route rolls the transaction back too, as the answer is an error).
         session.rollback()
         return _profile(request, signed, session, id, error=exc, attribute=name, value=value)
     return RedirectResponse(f"/people/{user.id}#attributes", status_code=303)
