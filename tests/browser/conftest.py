@@ -8,8 +8,6 @@ this folder (pyproject's norecursedirs).
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +18,7 @@ from playwright.sync_api import Browser, Page, sync_playwright
 
 from audience.config import Settings
 from audience.db import Database
-from tests.serve import free_port, wait_until_healthy
+from tests.serve import running_serve
 
 CHROMIUM = os.environ.get("AUDIENCE_CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_FLAGS = [
@@ -48,34 +46,14 @@ class Server:
 
 @pytest.fixture
 def server(settings: Settings, database: Database, tmp_path: Path) -> Iterator[Server]:
-    env = {name: value for name, value in os.environ.items() if not name.startswith("AUDIENCE_")}
-    env.update(
-        AUDIENCE_DATA_DIR=str(settings.data_dir),
+    with running_serve(
+        settings,
+        tmp_path,
         AUDIENCE_BOOTSTRAP_API_KEY=API_KEY,
         AUDIENCE_BOOTSTRAP_ADMIN_EMAIL=OWNER_EMAIL,
         AUDIENCE_BOOTSTRAP_ADMIN_PASSWORD=OWNER_PASSWORD,
-        AUDIENCE_LOG_LEVEL="warning",
-    )
-    if settings.database_url:
-        env["AUDIENCE_DATABASE_URL"] = settings.database_url
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    log = tmp_path / "serve.log"
-    command = [sys.executable, "-m", "audience", "serve", "--host", "127.0.0.1", "--port"]
-    with log.open("wb") as output:
-        process = subprocess.Popen(
-            [*command, str(port)], env=env, stdout=output, stderr=subprocess.STDOUT
-        )
-    try:
-        wait_until_healthy(process, url, log)
+    ) as url:
         yield Server(url)
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
 
 
 @pytest.fixture(scope="session")

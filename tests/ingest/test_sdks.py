@@ -6,9 +6,6 @@ PostgreSQL database with AUDIENCE_TEST_DATABASE_URL); the inbox is read back thr
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -24,7 +21,7 @@ from audience.config import Settings
 from audience.db import Database
 from audience.environments.models import Environment
 from tests.ingest.helpers import inbox_rows
-from tests.serve import free_port, wait_until_healthy
+from tests.serve import running_serve
 
 APP_TOKEN = "pk_sdk_e2e_" + "t" * 20
 
@@ -37,39 +34,19 @@ class Server:
 
 @pytest.fixture
 def server(settings: Settings, database: Database, tmp_path: Path) -> Iterator[Server]:
-    env = {name: value for name, value in os.environ.items() if not name.startswith("AUDIENCE_")}
-    env.update(
-        AUDIENCE_DATA_DIR=str(settings.data_dir),
+    with running_serve(
+        settings,
+        tmp_path,
         AUDIENCE_BOOTSTRAP_APP_TOKEN=APP_TOKEN,
         AUDIENCE_BOOTSTRAP_ADMIN_PASSWORD="sdk-e2e-password",
-        AUDIENCE_LOG_LEVEL="warning",
         # These tests check the accept path: keep serve's processor from draining the inbox.
         AUDIENCE_PROCESSOR="false",
-    )
-    if settings.database_url:
-        env["AUDIENCE_DATABASE_URL"] = settings.database_url
-    port = free_port()
-    base_url = f"http://127.0.0.1:{port}"
-    log = tmp_path / "serve.log"
-    command = [sys.executable, "-m", "audience", "serve", "--host", "127.0.0.1"]
-    with log.open("wb") as output:
-        process = subprocess.Popen(
-            [*command, "--port", str(port)], env=env, stdout=output, stderr=subprocess.STDOUT
-        )
-    try:
-        wait_until_healthy(process, base_url, log)
+    ) as base_url:
         with database.transaction(write=False) as session:
             query = select(Environment.id).where(Environment.app_token == APP_TOKEN)
             environment_id = session.scalar(query)
         assert environment_id is not None
         yield Server(base_url, environment_id)
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
 
 
 def _send_every_kind(client: Any) -> list[dict[str, Any]]:
